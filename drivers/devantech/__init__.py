@@ -1,0 +1,1 @@
+"""Devantech (Robot Electronics) interface modules."""

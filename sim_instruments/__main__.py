@@ -1,0 +1,85 @@
+"""`python -m sim_instruments serve`: run a simulated bench until interrupted.
+
+Prints one `role resource` line per instrument, then `READY`. Lines on standard input control the
+bench the way hands would: `insert <serial> <product>`, `remove`, `fault <role> <kind> [seconds]
+[match]`, `clear <role>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from sim_instruments.bench import SimBench
+from sim_instruments.faults import Fault
+
+
+def _control(bench: SimBench, line: str) -> str:
+    words = line.split()
+    if not words:
+        return ""
+    verb, args = words[0].lower(), words[1:]
+    try:
+        if verb == "insert" and len(args) == 2:
+            bench.insert(args[0], args[1])
+        elif verb == "remove" and not args:
+            bench.world.remove_module()
+        elif verb == "fault" and 2 <= len(args) <= 4:
+            seconds = float(args[2]) if len(args) > 2 else 0.0
+            match = args[3] if len(args) > 3 else ""
+            bench.arm_fault(args[0], Fault(args[1], seconds=seconds, match=match))
+        elif verb == "clear" and len(args) == 1:
+            bench.devices[args[0]].faults.clear()
+        else:
+            return f"error: cannot parse {line.strip()!r}"
+    except (KeyError, ValueError) as err:
+        return f"error: {err}"
+    return "ok"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim_instruments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a simulated bench until interrupted")
+    serve.add_argument(
+        "--time-factor",
+        type=float,
+        default=1.0,
+        help="wall seconds per simulated second (1 = real time)",
+    )
+    serve.add_argument("--bench-id", default="sim-bench-1")
+    serve.add_argument("--dut", metavar="SERIAL", help="module serial to insert at start")
+    serve.add_argument("--product", default="800G-DR8", help="product of the inserted module")
+    args = parser.parse_args(argv)
+
+    try:
+        bench = SimBench.build(time_factor=args.time_factor, bench_id=args.bench_id)
+        if args.dut:
+            bench.insert(args.dut, args.product)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with bench:
+        for role, resource in bench.resources().items():
+            print(f"{role} {resource}")
+        print("READY", flush=True)
+
+        def read_controls() -> None:
+            for line in sys.stdin:
+                reply = _control(bench, line)
+                if reply:
+                    print(reply, flush=True)
+
+        if sys.stdin is not None:
+            threading.Thread(target=read_controls, daemon=True).start()
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

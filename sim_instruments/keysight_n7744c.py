@@ -1,0 +1,188 @@
+"""Simulated Keysight N7744C optical power meter: the subset of its SCPI set the driver uses.
+
+InGaAs detector with wavelength-dependent responsivity (a wrong wavelength setting reads wrong),
+noise that falls with averaging time, and a READ that takes its averaging time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sim_instruments.scpi import ScpiDevice, ScpiError, block, parse_bool, parse_number, scpi
+from sim_instruments.world import World
+
+_WAVELENGTH_UNITS = {"NM": 1e-9, "UM": 1e-6, "M": 1.0, "PM": 1e-12}
+_TIME_UNITS = {"S": 1.0, "MS": 1e-3, "US": 1e-6}
+
+
+def _responsivity(wavelength_nm: float) -> float:
+    # Relative InGaAs responsivity, about 0.87 A/W at 1310 nm against 1.0 at 1550 nm.
+    return 1.0 + 0.00054 * (wavelength_nm - 1550.0)
+
+
+class SimN7744C(ScpiDevice):
+    manufacturer = "Keysight Technologies"
+    model = "N7744C"
+    firmware = "1.200"
+    ports = 4
+
+    def __init__(self, world: World, serial_number: str) -> None:
+        super().__init__(world.clock, serial_number)
+        self.world = world
+        self.rng = np.random.default_rng()
+        self.reset()
+
+    def reset(self) -> None:
+        self.wavelength_m = [1550e-9] * self.ports
+        self.averaging_s = [1e-4] * self.ports
+        self.unit_watt = [False] * self.ports
+        self.auto_range = [True] * self.ports
+        self.last_w = [float("nan")] * self.ports
+        self.logging: list[tuple[int, float]] = [(100, 1e-4)] * self.ports
+        self.logging_started: list[float | None] = [None] * self.ports
+        self.logging_light: list[tuple[float, float]] = [(0.0, 1310.0)] * self.ports
+        self.logged: list[bytes | None] = [None] * self.ports  # the finished log, as stored
+
+    def _port(self, suffixes: tuple[int, ...]) -> int:
+        port = suffixes[0] if suffixes else 1
+        if not 1 <= port <= self.ports:
+            raise ScpiError(-114, "Header suffix out of range")
+        return port - 1
+
+    @scpi("SENSe#:POWer:WAVelength")
+    def _set_wavelength(self, s: tuple[int, ...], args: str) -> None:
+        value = parse_number(args, _WAVELENGTH_UNITS)
+        if not 1250e-9 <= value <= 1650e-9:
+            raise ScpiError(-222, "Data out of range")
+        self.wavelength_m[self._port(s)] = value
+
+    @scpi("SENSe#:POWer:WAVelength", query=True)
+    def _get_wavelength(self, s: tuple[int, ...], args: str) -> str:
+        return f"{self.wavelength_m[self._port(s)]:+.6E}"
+
+    @scpi("SENSe#:POWer:ATIMe")
+    def _set_atime(self, s: tuple[int, ...], args: str) -> None:
+        value = parse_number(args, _TIME_UNITS)
+        if not 1e-6 <= value <= 10.0:
+            raise ScpiError(-222, "Data out of range")
+        self.averaging_s[self._port(s)] = value
+
+    @scpi("SENSe#:POWer:ATIMe", query=True)
+    def _get_atime(self, s: tuple[int, ...], args: str) -> str:
+        return f"{self.averaging_s[self._port(s)]:+.6E}"
+
+    @scpi("SENSe#:POWer:UNIT")
+    def _set_unit(self, s: tuple[int, ...], args: str) -> None:
+        text = args.strip().upper()
+        if text in {"W", "WATT"}:
+            self.unit_watt[self._port(s)] = True
+        elif text in {"DBM"}:
+            self.unit_watt[self._port(s)] = False
+        else:
+            self.unit_watt[self._port(s)] = parse_bool(args)
+
+    @scpi("SENSe#:POWer:UNIT", query=True)
+    def _get_unit(self, s: tuple[int, ...], args: str) -> str:
+        return "1" if self.unit_watt[self._port(s)] else "0"
+
+    @scpi("SENSe#:POWer:RANGe:AUTO")
+    def _set_auto(self, s: tuple[int, ...], args: str) -> None:
+        self.auto_range[self._port(s)] = parse_bool(args)
+
+    @scpi("SENSe#:POWer:RANGe:AUTO", query=True)
+    def _get_auto(self, s: tuple[int, ...], args: str) -> str:
+        return "1" if self.auto_range[self._port(s)] else "0"
+
+    def _measure(self, port: int) -> float:
+        averaging = self.averaging_s[port]
+        self.clock.sleep(averaging + 0.001)
+        power_w, wavelength_nm = self.world.light_at_power_meter(port + 1)
+        power_w *= _responsivity(wavelength_nm) / _responsivity(self.wavelength_m[port] * 1e9)
+        shrink = math.sqrt(1e-3 / averaging)
+        noise = self.rng.normal(0.0, 0.002 * shrink) * power_w + self.rng.normal(
+            0.0, 2e-12 * shrink
+        )
+        self.last_w[port] = power_w + noise
+        return self.last_w[port]
+
+    def _format(self, port: int, watts: float) -> str:
+        if self.unit_watt[port]:
+            return f"{watts:+.6E}"
+        return f"{10 * math.log10(watts / 1e-3):+.6E}" if watts > 0 else "-2.000000E+02"
+
+    @scpi("READ#:POWer", query=True)
+    def _read(self, s: tuple[int, ...], args: str) -> str:
+        port = self._port(s)
+        return self._format(port, self._measure(port))
+
+    @scpi("FETCh#:POWer", query=True)
+    def _fetch(self, s: tuple[int, ...], args: str) -> str:
+        port = self._port(s)
+        if math.isnan(self.last_w[port]):
+            raise ScpiError(-230, "Data corrupt or stale")
+        return self._format(port, self.last_w[port])
+
+    # --- logging function -------------------------------------------------------------------------
+    @scpi("SENSe#:FUNCtion:PARameter:LOGGing")
+    def _set_logging(self, s: tuple[int, ...], args: str) -> None:
+        parts = args.split(",")
+        if len(parts) != 2:
+            raise ScpiError(-109, "Missing parameter")
+        points = int(parse_number(parts[0]))
+        averaging = parse_number(parts[1], _TIME_UNITS)
+        if not 1 <= points <= 1_000_000 or not 1e-6 <= averaging <= 10.0:
+            raise ScpiError(-222, "Data out of range")
+        self.logging[self._port(s)] = (points, averaging)
+
+    @scpi("SENSe#:FUNCtion:PARameter:LOGGing", query=True)
+    def _get_logging(self, s: tuple[int, ...], args: str) -> str:
+        points, averaging = self.logging[self._port(s)]
+        return f"{points},{averaging:+.6E}"
+
+    @scpi("SENSe#:FUNCtion:STATe")
+    def _function_state(self, s: tuple[int, ...], args: str) -> None:
+        port = self._port(s)
+        words = [w.strip().upper() for w in args.split(",")]
+        if (
+            len(words) != 2
+            or words[0] not in ("LOGG", "LOGGING")
+            or words[1] not in ("STAR", "START", "STOP")
+        ):
+            raise ScpiError(-224, "Illegal parameter value")
+        if words[1] == "STOP":
+            self.logging_started[port] = None
+            return
+        self.logging_started[port] = self.clock.now_s()
+        self.logging_light[port] = self.world.light_at_power_meter(port + 1)
+        self.logged[port] = None
+
+    @scpi("SENSe#:FUNCtion:STATe", query=True)
+    def _function_state_query(self, s: tuple[int, ...], args: str) -> str:
+        port = self._port(s)
+        started = self.logging_started[port]
+        if started is None:
+            return "NONE,COMPLETE"
+        points, averaging = self.logging[port]
+        done = self.clock.now_s() - started >= points * averaging
+        return "LOGGING_STABILITY," + ("COMPLETE" if done else "PROGRESS")
+
+    @scpi("SENSe#:FUNCtion:RESult", query=True)
+    def _function_result(self, s: tuple[int, ...], args: str) -> bytes:
+        port = self._port(s)
+        started = self.logging_started[port]
+        points, averaging = self.logging[port]
+        if started is None or self.clock.now_s() - started < points * averaging:
+            raise ScpiError(-230, "Data corrupt or stale")
+        if self.logged[port] is None:
+            self.logged[port] = block(self._logged_samples(port, points, averaging))
+        return self.logged[port]
+
+    def _logged_samples(self, port: int, points: int, averaging: float) -> bytes:
+        power_w, wavelength_nm = self.logging_light[port]
+        power_w *= _responsivity(wavelength_nm) / _responsivity(self.wavelength_m[port] * 1e9)
+        shrink = math.sqrt(1e-3 / averaging)
+        samples = power_w * (1.0 + self.rng.normal(0.0, 0.002 * shrink, points))
+        samples += self.rng.normal(0.0, 2e-12 * shrink, points)
+        return samples.astype("<f4").tobytes()

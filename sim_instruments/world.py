@@ -1,0 +1,91 @@
+"""The physical world of one simulated bench: the DUT in its cage, fibres, switch and meters.
+
+Light is followed from the module's lasers through the jumpers and the switch to the power meter,
+so every instrument that looks at a lane sees the same light, less the same losses.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim_instruments.clock import SimClock
+from sim_instruments.pluggable import SimulatedModule
+from sim_instruments.population import make_module, serial_rng
+
+
+@dataclass
+class SwitchState:
+    port_count: int
+    port_loss_db: np.ndarray  # insertion loss of each port, common to port k
+    repeatability_db: float = 0.015
+    routed: int = 1
+    settled_at_s: float = 0.0
+    route_error_db: float = 0.0
+
+
+@dataclass
+class World:
+    """Everything physical on one bench. Instruments hold a reference and read it."""
+
+    clock: SimClock
+    bench_id: str = "sim-bench-1"
+    module: SimulatedModule | None = None
+    jumper_loss_db: np.ndarray = field(default_factory=lambda: np.zeros(8))
+    switch: SwitchState | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    @classmethod
+    def build(cls, clock: SimClock, bench_id: str = "sim-bench-1", ports: int = 12) -> World:
+        """A bench whose passive losses are fixed by its id (the same bench, the same losses)."""
+        rng = serial_rng("bench", bench_id)
+        world = cls(clock=clock, bench_id=bench_id)
+        world.jumper_loss_db = rng.uniform(0.15, 0.35, 8)
+        world.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
+        return world
+
+    def insert_module(self, serial: str, product: str) -> SimulatedModule:
+        with self.lock:
+            self.module = SimulatedModule(make_module(serial, product), self.clock)
+            return self.module
+
+    def remove_module(self) -> None:
+        with self.lock:
+            self.module = None
+
+    # --- switch ---------------------------------------------------------------------------------
+    def route_switch(self, port: int, switching_time_s: float) -> None:
+        assert self.switch is not None
+        with self.lock:
+            if port != self.switch.routed:
+                self.switch.settled_at_s = self.clock.now_s() + switching_time_s
+            self.switch.routed = port
+            self.switch.route_error_db = float(self.rng.normal(0.0, self.switch.repeatability_db))
+
+    def switch_settling_s(self) -> float:
+        assert self.switch is not None
+        return max(0.0, self.switch.settled_at_s - self.clock.now_s())
+
+    # --- light ------------------------------------------------------------------------------------
+    def light_at_switch_common(self) -> tuple[float, float]:
+        """(power W, wavelength nm) arriving at the switch's common port."""
+        with self.lock:
+            switch = self.switch
+            if switch is None or self.switch_settling_s() > 0 or self.module is None:
+                return 0.0, 1310.0
+            lane = switch.routed - 1  # switch port k carries module TX lane k (ports 1-8)
+            if lane >= self.module.lanes:
+                return 0.0, 1310.0
+            emitted = self.module.emitted_power_w()[lane]
+            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
+            wavelength = float(self.module.lane_wavelengths_nm()[lane])
+            return float(emitted * 10 ** (-loss_db / 10.0)), wavelength
+
+    def light_at_power_meter(self, channel: int) -> tuple[float, float]:
+        """Power meter channel 1 looks at the switch's common port; the others are capped."""
+        if channel == 1:
+            return self.light_at_switch_common()
+        return 0.0, 1310.0

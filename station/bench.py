@@ -1,0 +1,121 @@
+"""Opening a station's instruments from its config: load each role's driver, open its resource,
+check the identity it reports against the config, and refuse expired calibrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from drivers.errors import InstrumentError
+from drivers.interfaces import Instrument
+from station.config import InstrumentConfig, StationConfig
+from station.errors import CalibrationExpired, InputError, StationError
+from station.events import InstrumentRecord
+
+
+class InstrumentSetupError(StationError):
+    """An instrument could not be opened or identified, or is not the one the config names."""
+
+
+def driver_class(config: StationConfig, instrument: InstrumentConfig) -> type:
+    module_name, _, class_name = instrument.driver.partition(":")
+    field_name = f"instruments.{instrument.role}.driver"
+    try:
+        module = importlib.import_module(f"drivers.{module_name}")
+    except ModuleNotFoundError:
+        raise InputError(
+            config.path, field_name, instrument.driver, "no such driver module"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise InputError(config.path, field_name, instrument.driver, "no such driver class")
+    return cls
+
+
+@dataclass
+class OpenBench:
+    """The instruments of one run, opened; closing closes them all."""
+
+    instruments: dict[str, Instrument] = field(default_factory=dict)
+    records: list[InstrumentRecord] = field(default_factory=list)
+
+    def close(self) -> None:
+        for device in self.instruments.values():
+            with contextlib.suppress(InstrumentError, OSError):
+                device.close()
+
+    def __enter__(self) -> OpenBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_calibration(
+    config: StationConfig, roles: Iterable[str], today: dt.date, override: str | None
+) -> None:
+    """Refuse to start with an instrument past its calibration date, unless overridden."""
+    expired = [
+        (role, config.instruments[role].calibration_due)
+        for role in roles
+        if config.instruments[role].calibration_due is not None
+        and config.instruments[role].calibration_due < today
+    ]  # type: ignore[operator]
+    if expired and not override:
+        role, due = expired[0]
+        raise CalibrationExpired(
+            f"{config.path}: instruments.{role}.calibration_due = {due} has passed; recalibrate "
+            "or give --calibration-override '<reason>' (it is recorded with the run)"
+        )
+
+
+def open_bench(
+    config: StationConfig, roles: Iterable[str], resources: dict[str, str] | None = None
+) -> OpenBench:
+    """Open the instruments for `roles`; `resources` replaces config resource strings by role."""
+    roles = list(roles)
+    missing = [role for role in roles if role not in config.instruments]
+    if missing:
+        raise InputError(
+            config.path,
+            f"instruments.{missing[0]}",
+            None,
+            "the sequence needs this role but the station config has none",
+        )
+    classes = {role: driver_class(config, config.instruments[role]) for role in roles}
+    bench = OpenBench()
+    try:
+        for role in roles:
+            spec = config.instruments[role]
+            resource = (resources or {}).get(role, spec.resource)
+            try:
+                device = classes[role].open(resource, timeout_s=spec.timeout_s)
+                bench.instruments[role] = device
+                identity = device.identify()
+            except InstrumentError as err:
+                raise InstrumentSetupError(f"{role} at {resource}: {err}") from err
+            if identity.serial_number != spec.serial_number:
+                raise InstrumentSetupError(
+                    f"{role} at {resource} is {identity}, but {config.path.name} names serial "
+                    f"{spec.serial_number}: wrong instrument or config"
+                )
+            bench.records.append(
+                InstrumentRecord(
+                    role=role,
+                    driver=spec.driver,
+                    resource=resource,
+                    manufacturer=identity.manufacturer,
+                    model=identity.model,
+                    serial_number=identity.serial_number,
+                    firmware=identity.firmware,
+                    calibration_due=spec.calibration_due,
+                )
+            )
+    except BaseException:
+        bench.close()
+        raise
+    return bench

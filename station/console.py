@@ -1,0 +1,118 @@
+"""What the CLI shows: live step progress while a run goes, and the result table at its end.
+
+Rich renders colour and tables on a terminal and plain text elsewhere (logs, CI).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from station.events import MeasurementRecorded, RunStarted, StepEnded, StepStarted
+from station.outcome import Outcome
+
+STYLE = {
+    Outcome.PASS: "green",
+    Outcome.FAIL: "bold red",
+    Outcome.ERROR: "bold magenta",
+    Outcome.ABORTED: "bold yellow",
+}
+
+
+class ProgressPrinter:
+    """Subscriber: one line per step as it starts and ends."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.total_steps = 0
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            self.console.print(
+                f"run {event.run_id}: {event.sequence} {event.product} "
+                f"serial {event.dut_serial} on {event.station_id}"
+            )
+        elif isinstance(event, StepStarted):
+            self.console.print(f"  [{event.index + 1}] {event.step} ...", highlight=False)
+        elif isinstance(event, StepEnded):
+            text = Text(f"  [{event.index + 1}] {event.step} ")
+            text.append(str(event.outcome), style=STYLE[event.outcome])
+            text.append(f" ({event.duration_s:.2f} s)")
+            if event.error:
+                text.append(f"  {event.error}", style="magenta")
+            self.console.print(text)
+
+
+def _format(value: float | int | str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
+
+
+def _cell(m: MeasurementRecorded) -> Text:
+    value = _format(m.value)
+    style = STYLE[m.outcome] if m.outcome != Outcome.PASS else ("yellow" if m.marginal else "")
+    return Text(str(value) + ("*" if m.marginal else ""), style=style)
+
+
+def _limit(m: MeasurementRecorded) -> str:
+    if m.expected is not None:
+        return m.expected
+    if m.low_limit is not None and m.high_limit is not None:
+        return f"{m.low_limit:g} .. {m.high_limit:g}"
+    return f">= {m.low_limit:g}" if m.low_limit is not None else f"<= {m.high_limit:g}"
+
+
+def result_tables(measurements: tuple[MeasurementRecorded, ...]) -> list[Table]:
+    """A table of scalar measurements and one of per-lane measurements (lanes as columns)."""
+    final: dict[tuple[str, str, int | None], MeasurementRecorded] = {}
+    for m in measurements:  # a retried step's last attempt is the one that counts
+        final[(m.step, m.name, m.lane)] = m
+    scalars = [m for m in final.values() if m.lane is None]
+    per_lane: dict[tuple[str, str], dict[int, MeasurementRecorded]] = defaultdict(dict)
+    for m in final.values():
+        if m.lane is not None:
+            per_lane[(m.step, m.name)][m.lane] = m
+    tables = []
+    if scalars:
+        table = Table(title="Module", title_justify="left")
+        for column in ("measurement", "value", "unit", "limit", "result"):
+            table.add_column(column, justify="right" if column == "value" else "left")
+        for m in scalars:
+            table.add_row(
+                m.name, _cell(m), m.unit, _limit(m), Text(str(m.outcome), style=STYLE[m.outcome])
+            )
+        tables.append(table)
+    if per_lane:
+        lanes = sorted({lane for row in per_lane.values() for lane in row})
+        table = Table(title="Per lane (* = within the marginal band)", title_justify="left")
+        table.add_column("measurement", no_wrap=True)
+        table.add_column("unit", no_wrap=True, min_width=4)
+        table.add_column("limit", no_wrap=True)
+        for lane in lanes:
+            table.add_column(f"L{lane}", justify="right", no_wrap=True)
+        table.add_column("result", no_wrap=True, min_width=7)
+        for (_step, name), row in per_lane.items():
+            first = next(iter(row.values()))
+            outcome = max(
+                (m.outcome for m in row.values()),
+                key=[Outcome.PASS, Outcome.FAIL, Outcome.ERROR, Outcome.ABORTED].index,
+            )
+            table.add_row(
+                name,
+                first.unit,
+                _limit(first),
+                *[_cell(row[lane]) if lane in row else Text("-") for lane in lanes],
+                Text(str(outcome), style=STYLE[outcome]),
+            )
+        tables.append(table)
+    return tables
+
+
+def verdict(outcome: Outcome) -> Text:
+    return Text(f" {outcome} ", style=f"{STYLE[outcome]} reverse")

@@ -1,0 +1,121 @@
+"""Start a simulated bench as its own process and hand out the resource strings it serves.
+
+The station never imports the simulator: it runs `python -m sim_instruments serve` and reads the
+`role resource` lines it prints, as an operator would read them off a real bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+from station.errors import SimBenchError
+
+START_TIMEOUT_S = 30.0
+
+
+class SimBenchProcess:
+    def __init__(
+        self,
+        *,
+        dut_serial: str | None = None,
+        product: str = "800G-DR8",
+        time_factor: float = 1.0,
+        bench_id: str = "sim-bench-1",
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "sim_instruments",
+            "serve",
+            "--time-factor",
+            str(time_factor),
+            "--bench-id",
+            bench_id,
+            "--product",
+            product,
+        ]
+        if dut_serial:
+            self.args += ["--dut", dut_serial]
+        self.process: subprocess.Popen[str] | None = None
+        self.resources: dict[str, str] = {}
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    def start(self) -> dict[str, str]:
+        self.process = subprocess.Popen(
+            self.args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise SimBenchError(
+                    f"simulated bench did not start within {START_TIMEOUT_S:g} s"
+                ) from None
+            if line is None:
+                stderr = self.process.stderr.read() if self.process.stderr else ""
+                self.stop()
+                raise SimBenchError(f"simulated bench exited: {stderr.strip()[-500:]}")
+            if line == "READY":
+                return self.resources
+            role, _, resource = line.partition(" ")
+            self.resources[role] = resource
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        stream = self.process.stdout
+        with contextlib.suppress(ValueError, OSError):  # closed by stop() while reading
+            for line in stream:
+                self._lines.put(line.strip())
+        self._lines.put(None)
+
+    def control(self, command: str, timeout_s: float = 5.0) -> str:
+        """Send a control line (`insert ...`, `fault ...`) and return the bench's answer."""
+        if self.process is None or self.process.stdin is None:
+            raise SimBenchError("simulated bench is not running")
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        try:
+            reply = self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise SimBenchError(f"no answer to {command!r}") from None
+        if reply is None or reply.startswith("error"):
+            raise SimBenchError(f"{command!r}: {reply}")
+        return reply
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.process.stdin:
+                self.process.stdin.close()
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        for stream in (self.process.stdout, self.process.stderr):
+            with contextlib.suppress(OSError):
+                if stream:
+                    stream.close()
+        self.process = None
+
+    def __enter__(self) -> SimBenchProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,143 @@
+"""The `station` command as a user runs it: a whole qualification on the simulated bench in a
+separate process, exit codes, bad input, and `station sim serve` reached by a plain VISA client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pyvisa
+
+from station.store import ResultsStore
+
+STATION = [sys.executable, "-m", "station.cli"]
+FAST = ["--time-factor", "0.02"]
+PASSING, FAILING = "SIM0001", "SIM0022"  # SIM0022 lane 4 has a degraded laser (README)
+
+
+def station(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.run(
+        [*STATION, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_passing_module_exits_0_and_is_stored(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    done = station(
+        "run",
+        "pluggable",
+        "--product",
+        "800G-DR8",
+        "--serial",
+        PASSING,
+        "--sim",
+        "--db",
+        str(db),
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout and "tx_average_power" in done.stdout
+    frame = ResultsStore(db).measurements()
+    power = frame[frame["measurement"] == "tx_average_power"]
+    assert sorted(power["lane"]) == list(range(1, 9))
+    assert power["raw_value"].lt(power["value"]).all()  # corrected by the path loss
+    run = ResultsStore(db).runs().iloc[0]
+    assert (run["outcome"], run["dut_serial"], run["station_id"]) == (
+        "PASS",
+        PASSING,
+        "sim-bench-1",
+    )
+    assert f"run {run['run_id']}" in done.stdout
+
+
+def test_failing_module_exits_1_and_names_the_lane(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    done = station(
+        "run",
+        "pluggable",
+        "--product",
+        "800G-DR8",
+        "--serial",
+        FAILING,
+        "--sim",
+        "--db",
+        str(db),
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL" in done.stdout
+    frame = ResultsStore(db).measurements(measurement="tx_average_power")
+    failed = frame[frame["outcome"] == "FAIL"]
+    assert failed["lane"].tolist() == [4] and failed["value"].iloc[0] < -2.9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pluggable", "--product", "800G-DR8", "--serial", "bad serial"], "does not match"),
+        (["pluggable", "--product", "400G-FR4", "--serial", "SIM0001"], "known products"),
+        (["nosuch", "--product", "800G-DR8", "--serial", "SIM0001"], "no such sequence"),
+        (
+            [
+                "pluggable",
+                "--product",
+                "800G-DR8",
+                "--serial",
+                "SIM0001",
+                "--station",
+                "missing.toml",
+            ],
+            "missing.toml: file",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    db = tmp_path / "results.sqlite"
+    done = station("run", *args, "--sim", "--db", str(db), *FAST, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_sim_serve_answers_an_independent_pyvisa_client(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*STATION, "sim", "serve", *FAST],
+        cwd=tmp_path,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        resources = {}
+        for line in process.stdout:
+            if line.strip() == "READY":
+                break
+            role, resource = line.split()
+            resources[role] = resource
+        assert set(resources) == {"module_host", "optical_switch", "power_meter"}
+        assert resources["module_host"].startswith("ASRL/dev/")
+        session = pyvisa.ResourceManager("@py").open_resource(
+            resources["power_meter"], read_termination="\n", write_termination="\n"
+        )
+        try:
+            assert session.query("*IDN?").startswith("Keysight Technologies,N7744C")
+            session.write("SENS1:POW:UNIT 1")
+            assert abs(float(session.query("READ1:POW?"))) < 1e-9  # W, dark: module in low power
+        finally:
+            session.close()
+    finally:
+        process.terminate()
+        process.wait(10)
+        for stream in (process.stdin, process.stdout):
+            if stream:
+                stream.close()
