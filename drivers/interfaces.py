@@ -9,18 +9,34 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from drivers.base import InstrumentIdentity
 
 __all__ = [
+    "Attenuator",
+    "Bert",
     "DataPathState",
+    "DiePosition",
+    "ErrorCount",
+    "EyeReadouts",
     "Instrument",
     "InstrumentIdentity",
+    "LaserDiodeController",
     "ModuleHost",
     "ModuleIdentity",
     "ModuleMonitors",
     "ModuleState",
+    "OpticalSpectrumAnalyzer",
     "OpticalSwitch",
     "PowerMeter",
+    "SamplingScope",
+    "SourceMeter",
+    "Spectrum",
+    "ThermalController",
+    "TunableLaser",
+    "WaferProber",
+    "Waveform",
 ]
 
 
@@ -56,6 +72,19 @@ class PowerMeter(Instrument, Protocol):
 
     def read_power_w(self, channel: int) -> float:
         """Trigger a measurement and return the optical power in watts."""
+        ...
+
+    def start_logging(
+        self, channel: int, points: int, averaging_time_s: float, *, triggered: bool = False
+    ) -> None:
+        """Log `points` samples of `averaging_time_s` each; with `triggered`, one sample per
+        input trigger (a tunable laser's step trigger), so samples line up with its sweep."""
+        ...
+
+    def logging_complete(self, channel: int) -> bool: ...
+
+    def fetch_logged_power_w(self, channel: int) -> np.ndarray:
+        """The logged samples in W, shape (points,)."""
         ...
 
 
@@ -164,3 +193,248 @@ class ModuleHost(Instrument, Protocol):
         ...
 
     def monitors(self) -> ModuleMonitors: ...
+
+
+# --- light sources --------------------------------------------------------------------------------
+@runtime_checkable
+class TunableLaser(Instrument, Protocol):
+    """A tunable laser source with swept mode, wavelength logging and a step trigger output."""
+
+    def set_wavelength_nm(self, wavelength_nm: float) -> None: ...
+
+    def wavelength_nm(self) -> float: ...
+
+    def set_power_dbm(self, power_dbm: float) -> None: ...
+
+    def set_output(self, enabled: bool) -> None: ...
+
+    def output_enabled(self) -> bool: ...
+
+    def configure_sweep(
+        self, start_nm: float, stop_nm: float, step_nm: float, speed_nm_per_s: float
+    ) -> int:
+        """Continuous sweep with wavelength logging and one output trigger per step; returns
+        the number of points it will log."""
+        ...
+
+    def start_sweep(self) -> None: ...
+
+    def sweep_complete(self) -> bool: ...
+
+    def logged_wavelengths_nm(self) -> np.ndarray:
+        """The wavelength of every trigger of the last sweep, shape (points,)."""
+        ...
+
+
+@runtime_checkable
+class SourceMeter(Instrument, Protocol):
+    """A source-measure unit: source voltage or current, measure both, under a compliance."""
+
+    def source_voltage(self, voltage_v: float, current_compliance_a: float) -> None: ...
+
+    def source_current(self, current_a: float, voltage_compliance_v: float) -> None: ...
+
+    def set_output(self, enabled: bool) -> None: ...
+
+    def measure_current_a(self) -> float: ...
+
+    def measure_voltage_v(self) -> float: ...
+
+    def sweep_voltage(
+        self, start_v: float, stop_v: float, points: int, current_compliance_a: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Staircase voltage sweep; returns (voltage_v, current_a), each shape (points,)."""
+        ...
+
+
+@runtime_checkable
+class LaserDiodeController(Instrument, Protocol):
+    """A laser diode current source with a TEC controller and a photodiode monitor input."""
+
+    def set_current_limit_a(self, limit_a: float) -> None: ...
+
+    def set_current_a(self, current_a: float) -> None: ...
+
+    def set_output(self, enabled: bool) -> None: ...
+
+    def laser_voltage_v(self) -> float:
+        """Forward voltage across the laser (4-wire sense where the controller has it)."""
+        ...
+
+    def monitor_current_a(self) -> float:
+        """Back-facet photodiode current."""
+        ...
+
+    def set_tec_temperature_c(self, temperature_c: float) -> None: ...
+
+    def tec_temperature_c(self) -> float: ...
+
+    def set_tec_output(self, enabled: bool) -> None: ...
+
+
+# --- signal integrity -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    """Result of one gated error count on one lane."""
+
+    lane: int
+    gate_time_s: float
+    bits: int
+    errors: int
+    symbols: int  # 0 for NRZ
+    level_symbol_errors: tuple[int, ...]  # PAM4: errored symbols by transmitted level 0..3
+
+    @property
+    def ber(self) -> float:
+        return self.errors / self.bits if self.bits else float("nan")
+
+
+@runtime_checkable
+class Bert(Instrument, Protocol):
+    """A bit error ratio tester: pattern generator and per-lane error detectors."""
+
+    @property
+    def lane_count(self) -> int: ...
+
+    def configure(self, modulation: str, pattern: str, baud_rate_gbd: float) -> None:
+        """modulation "NRZ" or "PAM4"; pattern e.g. "PRBS13Q", "PRBS31Q", "PRBS31"."""
+        ...
+
+    def set_output(self, enabled: bool) -> None: ...
+
+    def count_errors(self, lanes: tuple[int, ...], gate_time_s: float) -> tuple[ErrorCount, ...]:
+        """Start a gate of `gate_time_s` on `lanes` (1-based), wait for it, return the counts."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Waveform:
+    """An equivalent-time eye capture: `samples_w` of optical power, `samples_per_ui` per unit
+    interval, starting at an arbitrary phase of the UI."""
+
+    samples_w: np.ndarray  # shape (n,), float32 or float64, W
+    samples_per_ui: int
+    baud_rate_hz: float
+    pattern: str
+
+    @property
+    def time_step_s(self) -> float:
+        return 1.0 / (self.baud_rate_hz * self.samples_per_ui)
+
+
+@dataclass(frozen=True, slots=True)
+class EyeReadouts:
+    """The scope's own eye measurements (its firmware's algorithms and settings)."""
+
+    average_power_w: float
+    oma_outer_w: float
+    er_outer_db: float
+    tdecq_db: float
+
+
+@runtime_checkable
+class SamplingScope(Instrument, Protocol):
+    """An equivalent-time sampling oscilloscope with an optical input (a DCA)."""
+
+    def configure_eye(
+        self, channel: int, baud_rate_gbd: float, pattern: str, wavelength_nm: float
+    ) -> None: ...
+
+    def acquire_waveform(self, channel: int, samples: int) -> Waveform: ...
+
+    def eye_readouts(self, channel: int) -> EyeReadouts: ...
+
+
+# --- optical path ---------------------------------------------------------------------------------
+@runtime_checkable
+class Attenuator(Instrument, Protocol):
+    """A variable optical attenuator. Safe state: maximum attenuation, shutter closed."""
+
+    @property
+    def max_attenuation_db(self) -> float: ...
+
+    def set_wavelength_nm(self, wavelength_nm: float) -> None: ...
+
+    def set_attenuation_db(self, attenuation_db: float) -> None:
+        """Set and wait until settled."""
+        ...
+
+    def attenuation_db(self) -> float: ...
+
+    def set_output(self, enabled: bool) -> None:
+        """Open (True) or close (False) the shutter."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Spectrum:
+    wavelength_nm: np.ndarray  # shape (points,)
+    power_dbm: np.ndarray  # shape (points,)
+    resolution_nm: float
+
+
+@runtime_checkable
+class OpticalSpectrumAnalyzer(Instrument, Protocol):
+    def configure(
+        self, center_nm: float, span_nm: float, resolution_nm: float, points: int
+    ) -> None: ...
+
+    def sweep(self) -> Spectrum:
+        """Run a single sweep and return its trace."""
+        ...
+
+    def peak_wavelength_nm(self) -> float:
+        """The analyser's own peak search on the last sweep."""
+        ...
+
+    def smsr_db(self) -> float:
+        """The analyser's own side-mode suppression ratio on the last sweep."""
+        ...
+
+
+# --- wafer and temperature ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DiePosition:
+    column: int  # die x index on the wafer map
+    row: int  # die y index on the wafer map
+    index: int  # position in the prober's test order, from 0
+
+
+@runtime_checkable
+class WaferProber(Instrument, Protocol):
+    """A wafer prober with a die map and an optical fibre positioner over the die."""
+
+    def step_first_die(self) -> DiePosition: ...
+
+    def step_next_die(self) -> DiePosition | None:
+        """Step to the next die of the map; None at the end of the wafer."""
+        ...
+
+    def step_to_die(self, column: int, row: int) -> DiePosition: ...
+
+    def contact(self) -> None: ...
+
+    def separate(self) -> None: ...
+
+    def move_fibre_um(self, x_um: float, y_um: float) -> None:
+        """Move the fibre (array) to (x, y) relative to the device's nominal coupler position."""
+        ...
+
+    def fibre_position_um(self) -> tuple[float, float]: ...
+
+
+@runtime_checkable
+class ThermalController(Instrument, Protocol):
+    """A temperature forcing head or chuck. Safe state: back to ambient, flow stopped."""
+
+    def set_setpoint_c(self, setpoint_c: float) -> None: ...
+
+    def setpoint_c(self) -> float: ...
+
+    def temperature_c(self) -> float:
+        """Temperature at the controlled point (DUT thermocouple or air)."""
+        ...
+
+    def settled(self, tolerance_c: float) -> bool:
+        """Within `tolerance_c` of the setpoint and the controller's soak time has passed."""
+        ...

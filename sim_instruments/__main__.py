@@ -25,13 +25,13 @@ def _control(bench: SimBench, line: str) -> str:
         if verb == "insert" and len(args) == 2:
             bench.insert(args[0], args[1])
         elif verb == "remove" and not args:
-            bench.world.remove_module()
+            bench.world.remove_dut()
         elif verb == "fault" and 2 <= len(args) <= 4:
             seconds = float(args[2]) if len(args) > 2 else 0.0
             match = args[3] if len(args) > 3 else ""
             bench.arm_fault(args[0], Fault(args[1], seconds=seconds, match=match))
         elif verb == "clear" and len(args) == 1:
-            bench.devices[args[0]].faults.clear()
+            bench.faults(args[0]).clear()
         else:
             return f"error: cannot parse {line.strip()!r}"
     except (KeyError, ValueError) as err:
@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="wall seconds per simulated second (1 = real time)",
     )
-    serve.add_argument("--bench-id", default="sim-bench-1")
-    serve.add_argument("--dut", metavar="SERIAL", help="module serial to insert at start")
-    serve.add_argument("--product", default="800G-DR8", help="product of the inserted module")
+    serve.add_argument("--bench", default="module", help="bench kind: module")
+    serve.add_argument("--bench-id", help="fixes the bench's passive losses (default per kind)")
+    serve.add_argument("--dut", metavar="SERIAL", help="DUT serial to put on the bench at start")
+    serve.add_argument("--product", default="800G-DR8", help="product of the inserted DUT")
     args = parser.parse_args(argv)
 
     try:
-        bench = SimBench.build(time_factor=args.time_factor, bench_id=args.bench_id)
+        bench = SimBench.build(args.bench, time_factor=args.time_factor, bench_id=args.bench_id)
         if args.dut:
             bench.insert(args.dut, args.product)
     except ValueError as err:

@@ -8,7 +8,9 @@ Headers are declared as in the manuals ("SENSe#:POWer:WAVelength": upper case is
 from __future__ import annotations
 
 import re
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +112,9 @@ class ScpiDevice:
                     replies.append(self._dispatch(header, args.strip()))
                 except ScpiError as err:
                     self.push_error(err.code, err.message)
+                except Exception as err:  # a simulator bug shows as an instrument error
+                    traceback.print_exc(file=sys.stderr)
+                    self.push_error(-300, f"Device-specific error; {type(err).__name__}")
         return [r for r in replies if r is not None]
 
     def _dispatch(self, header: str, args: str) -> Reply:

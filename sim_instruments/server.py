@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
+import sys
 import threading
 import time
+import traceback
 import tty
 from collections.abc import Callable
 from typing import Protocol
 
-from sim_instruments.faults import Fault
+from sim_instruments.faults import Fault, FaultPlan
 from sim_instruments.scpi import ScpiDevice
 
 
@@ -71,7 +74,8 @@ class ScpiSocketServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._connections.add(conn)
             threading.Thread(
                 target=self._serve, args=(conn,), daemon=True, name=f"sim-{self.role}-conn"
@@ -128,6 +132,8 @@ class ScpiSocketServer:
 class BinaryDevice(Protocol):
     """A simulated device with a binary serial protocol."""
 
+    faults: FaultPlan
+
     def feed(self, data: bytes) -> bytes:
         """Consume bytes from the host; return the bytes to send back (possibly empty)."""
         ...
@@ -165,8 +171,6 @@ class PtySerialServer:
                 os.close(fd)
 
     def _serve(self) -> None:
-        import select
-
         while not self._stopping.is_set():
             try:
                 ready, _, _ = select.select([self._master], [], [], 0.2)
@@ -177,7 +181,11 @@ class PtySerialServer:
                 return
             if not data:
                 continue
-            reply = self.device.feed(data)
+            try:
+                reply = self.device.feed(data)
+            except Exception:  # a simulator bug: the device stays silent, as a hung one would
+                traceback.print_exc(file=sys.stderr)
+                continue
             if reply:
                 try:
                     os.write(self._master, reply)

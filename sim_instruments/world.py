@@ -31,7 +31,7 @@ class World:
     """Everything physical on one bench. Instruments hold a reference and read it."""
 
     clock: SimClock
-    bench_id: str = "sim-bench-1"
+    bench_id: str = "sim-module-bench-1"
     module: SimulatedModule | None = None
     jumper_loss_db: np.ndarray = field(default_factory=lambda: np.zeros(8))
     switch: SwitchState | None = None
@@ -39,20 +39,30 @@ class World:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @classmethod
-    def build(cls, clock: SimClock, bench_id: str = "sim-bench-1", ports: int = 12) -> World:
-        """A bench whose passive losses are fixed by its id (the same bench, the same losses)."""
-        rng = serial_rng("bench", bench_id)
-        world = cls(clock=clock, bench_id=bench_id)
-        world.jumper_loss_db = rng.uniform(0.15, 0.35, 8)
-        world.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
-        return world
+    def build(cls, clock: SimClock, bench_id: str = "sim-module-bench-1") -> World:
+        """An empty world; a bench builder adds what its bench has (see `add_switch`)."""
+        return cls(clock=clock, bench_id=bench_id)
+
+    def bench_rng(self, part: str) -> np.random.Generator:
+        """Random numbers fixed by the bench id: the same bench always has the same losses."""
+        return serial_rng("bench", self.bench_id, part)
+
+    def add_switch(self, ports: int) -> None:
+        """TX lane k reaches switch port k through an MPO breakout jumper; the switch's common
+        port goes to power meter channel 1."""
+        rng = self.bench_rng("tx-switch")
+        self.jumper_loss_db = rng.uniform(0.15, 0.35, 8)
+        self.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
+
+    def insert_dut(self, serial: str, product: str) -> None:
+        self.insert_module(serial, product)
 
     def insert_module(self, serial: str, product: str) -> SimulatedModule:
         with self.lock:
             self.module = SimulatedModule(make_module(serial, product), self.clock)
             return self.module
 
-    def remove_module(self) -> None:
+    def remove_dut(self) -> None:
         with self.lock:
             self.module = None
 

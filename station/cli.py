@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="simulated bench")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
     serve = sim_sub.add_parser("serve", help="serve a simulated bench until interrupted")
+    serve.add_argument("--bench", default="module", help="bench kind (module)")
     serve.add_argument("--time-factor", type=float, default=1.0)
     serve.add_argument("--dut", metavar="SERIAL", default="SIM0001", help="module in the cage")
     serve.add_argument("--product", default="800G-DR8")
@@ -96,7 +97,7 @@ def main(argv: Seq[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=140)  # logs and pipes: room for 8 lanes
+        console = Console(highlight=False, width=180)  # logs and pipes: room for 8 lanes
     errors = Console(stderr=True, highlight=False)
     try:
         if args.command == "run":
@@ -136,13 +137,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     limits.check_serial(args.serial)
     limits.check_against(sequence.measurements)
-    config = load_station_config(args.station)
+    config = load_station_config(args.station, sequence.bench)
     check_calibration(config, sequence.roles, dt.date.today(), args.calibration_override)
     if args.time_factor <= 0:
         raise InputError("--time-factor", "time_factor", args.time_factor, "must be > 0")
 
     sim = (
-        SimBenchProcess(dut_serial=args.serial, product=args.product, time_factor=args.time_factor)
+        SimBenchProcess(
+            bench=sequence.bench,
+            dut_serial=args.serial,
+            product=args.product,
+            time_factor=args.time_factor,
+        )
         if args.sim
         else None
     )
@@ -196,6 +202,8 @@ def _sim_serve(args: argparse.Namespace) -> int:
         "-m",
         "sim_instruments",
         "serve",
+        "--bench",
+        args.bench,
         "--time-factor",
         str(args.time_factor),
         "--dut",

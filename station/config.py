@@ -61,13 +61,14 @@ _INSTRUMENT_KEYS = {"driver", "resource", "serial_number", "calibration_due", "t
 _PATH_KEYS = {"loss_db", "uncertainty_db", "measured_on"}
 
 
-def default_config_path() -> Path:
-    """The station config shipped for the simulated bench."""
-    return Path(str(resources.files("station") / "configs" / "sim-bench.toml"))
+def default_config_path(bench: str = "module") -> Path:
+    """The station config shipped for the simulated bench of kind `bench`."""
+    return Path(str(resources.files("station") / "configs" / f"sim-{bench}-bench.toml"))
 
 
-def load_station_config(path: str | Path | None = None) -> StationConfig:
-    path = Path(path) if path is not None else default_config_path()
+def load_station_config(path: str | Path | None = None, bench: str = "module") -> StationConfig:
+    """Load `path`, or without one the shipped config of the simulated `bench`."""
+    path = Path(path) if path is not None else default_config_path(bench)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -61,6 +61,7 @@ class Sequence:
     description: str
     products: tuple[str, ...]
     steps: tuple[Step, ...]
+    bench: str = "module"  # the kind of station it runs on ("module", "wafer", "els")
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.steps]

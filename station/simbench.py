@@ -22,20 +22,20 @@ class SimBenchProcess:
     def __init__(
         self,
         *,
+        bench: str = "module",
         dut_serial: str | None = None,
         product: str = "800G-DR8",
         time_factor: float = 1.0,
-        bench_id: str = "sim-bench-1",
     ) -> None:
         self.args = [
             sys.executable,
             "-m",
             "sim_instruments",
             "serve",
+            "--bench",
+            bench,
             "--time-factor",
             str(time_factor),
-            "--bench-id",
-            bench_id,
             "--product",
             product,
         ]

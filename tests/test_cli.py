@@ -50,7 +50,7 @@ def test_passing_module_exits_0_and_is_stored(tmp_path: Path) -> None:
     assert (run["outcome"], run["dut_serial"], run["station_id"]) == (
         "PASS",
         PASSING,
-        "sim-bench-1",
+        "sim-module-bench-1",
     )
     assert f"run {run['run_id']}" in done.stdout
 

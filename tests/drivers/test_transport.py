@@ -68,12 +68,15 @@ def test_threads_share_one_session_without_mixing_replies(bench: SimBench) -> No
         failures: list[str] = []
 
         def worker(channel: int) -> None:
-            for _ in range(100):
-                reply = meter.query(f"SENS{channel}:POW:WAV?")
-                if reply != "+1.550000E-06":
-                    failures.append(reply)
-                if meter.query("*IDN?").split(",")[1] != "N7744C":
-                    failures.append("idn")
+            try:
+                for _ in range(100):
+                    reply = meter.query(f"SENS{channel}:POW:WAV?")
+                    if reply != "+1.550000E-06":
+                        failures.append(reply)
+                    if meter.query("*IDN?").split(",")[1] != "N7744C":
+                        failures.append("idn")
+            except Exception as err:  # reported by the assertion below, not lost in the thread
+                failures.append(repr(err))
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in (1, 2, 3, 4)]
         for thread in threads:
