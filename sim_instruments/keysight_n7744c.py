@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from sim_instruments.light import DARK, Light
 from sim_instruments.scpi import ScpiDevice, ScpiError, block, parse_bool, parse_number, scpi
 from sim_instruments.world import World
 
@@ -42,7 +43,7 @@ class SimN7744C(ScpiDevice):
         self.last_w = [float("nan")] * self.ports
         self.logging: list[tuple[int, float]] = [(100, 1e-4)] * self.ports
         self.logging_started: list[float | None] = [None] * self.ports
-        self.logging_light: list[tuple[float, float]] = [(0.0, 1310.0)] * self.ports
+        self.logging_light: list[Light] = [DARK] * self.ports
         self.logged: list[bytes | None] = [None] * self.ports  # the finished log, as stored
 
     def _port(self, suffixes: tuple[int, ...]) -> int:
@@ -95,11 +96,16 @@ class SimN7744C(ScpiDevice):
     def _get_auto(self, s: tuple[int, ...], args: str) -> str:
         return "1" if self.auto_range[self._port(s)] else "0"
 
+    def _detected_w(self, port: int, light: Light) -> float:
+        """What the detector reports: each line weighted by the responsivity at its wavelength,
+        divided by the responsivity at the wavelength the meter was told."""
+        told = _responsivity(self.wavelength_m[port] * 1e9)
+        return sum(e.power_w * _responsivity(e.wavelength_nm) for e in light) / told
+
     def _measure(self, port: int) -> float:
         averaging = self.averaging_s[port]
         self.clock.sleep(averaging + 0.001)
-        power_w, wavelength_nm = self.world.light_at_power_meter(port + 1)
-        power_w *= _responsivity(wavelength_nm) / _responsivity(self.wavelength_m[port] * 1e9)
+        power_w = self._detected_w(port, self.world.light_at(f"power_meter:{port + 1}"))
         shrink = math.sqrt(1e-3 / averaging)
         noise = self.rng.normal(0.0, 0.002 * shrink) * power_w + self.rng.normal(
             0.0, 2e-12 * shrink
@@ -155,7 +161,7 @@ class SimN7744C(ScpiDevice):
             self.logging_started[port] = None
             return
         self.logging_started[port] = self.clock.now_s()
-        self.logging_light[port] = self.world.light_at_power_meter(port + 1)
+        self.logging_light[port] = self.world.light_at(f"power_meter:{port + 1}")
         self.logged[port] = None
 
     @scpi("SENSe#:FUNCtion:STATe", query=True)
@@ -180,8 +186,7 @@ class SimN7744C(ScpiDevice):
         return self.logged[port]
 
     def _logged_samples(self, port: int, points: int, averaging: float) -> bytes:
-        power_w, wavelength_nm = self.logging_light[port]
-        power_w *= _responsivity(wavelength_nm) / _responsivity(self.wavelength_m[port] * 1e9)
+        power_w = self._detected_w(port, self.logging_light[port])
         shrink = math.sqrt(1e-3 / averaging)
         samples = power_w * (1.0 + self.rng.normal(0.0, 0.002 * shrink, points))
         samples += self.rng.normal(0.0, 2e-12 * shrink, points)

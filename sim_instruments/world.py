@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim_instruments.clock import SimClock
+from sim_instruments.light import DARK, Emission, Light, Port
 from sim_instruments.pluggable import SimulatedModule
 from sim_instruments.population import make_module, serial_rng
 
@@ -36,6 +37,8 @@ class World:
     jumper_loss_db: np.ndarray = field(default_factory=lambda: np.zeros(8))
     switch: SwitchState | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: named optical ports ("power_meter:1", "osa", ...) -> the light arriving there now
+    ports: dict[str, Port] = field(default_factory=dict)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @classmethod
@@ -53,6 +56,7 @@ class World:
         rng = self.bench_rng("tx-switch")
         self.jumper_loss_db = rng.uniform(0.15, 0.35, 8)
         self.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
+        self.ports["power_meter:1"] = self.module_tx_at_switch_common
 
     def insert_dut(self, serial: str, product: str) -> None:
         self.insert_module(serial, product)
@@ -80,22 +84,23 @@ class World:
         return max(0.0, self.switch.settled_at_s - self.clock.now_s())
 
     # --- light ------------------------------------------------------------------------------------
-    def light_at_switch_common(self) -> tuple[float, float]:
-        """(power W, wavelength nm) arriving at the switch's common port."""
-        with self.lock:
-            switch = self.switch
-            if switch is None or self.switch_settling_s() > 0 or self.module is None:
-                return 0.0, 1310.0
-            lane = switch.routed - 1  # switch port k carries module TX lane k (ports 1-8)
-            if lane >= self.module.lanes:
-                return 0.0, 1310.0
-            emitted = self.module.emitted_power_w()[lane]
-            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
-            wavelength = float(self.module.lane_wavelengths_nm()[lane])
-            return float(emitted * 10 ** (-loss_db / 10.0)), wavelength
+    def light_at(self, port: str) -> Light:
+        """What arrives now at the named optical port; dark if nothing is wired to it."""
+        source = self.ports.get(port)
+        return source() if source is not None else DARK
 
-    def light_at_power_meter(self, channel: int) -> tuple[float, float]:
-        """Power meter channel 1 looks at the switch's common port; the others are capped."""
-        if channel == 1:
-            return self.light_at_switch_common()
-        return 0.0, 1310.0
+    def module_tx_at_switch_common(self) -> Light:
+        """The routed module TX lane at the switch's common port (port k carries lane k)."""
+        with self.lock:
+            switch, module = self.switch, self.module
+            if switch is None or module is None or self.switch_settling_s() > 0:
+                return DARK
+            lane = switch.routed - 1
+            if lane >= module.lanes:
+                return DARK
+            emitted = module.emitted_power_w()[lane]
+            if emitted <= 0:
+                return DARK
+            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
+            wavelength = float(module.lane_wavelengths_nm()[lane])
+            return (Emission(wavelength, float(emitted)).attenuated(float(loss_db)),)
