@@ -26,6 +26,7 @@ BenchBuilder = Callable[[World], dict[str, Device]]
 def module_bench(world: World) -> dict[str, Device]:
     """Pluggable-module bench: CMIS host board, TX lane switch, power meter."""
     world.add_switch(ports=12)
+    world.dut_inserter = world.insert_module
     return {
         "module_host": SimUsbIss(world, "00031415"),
         "optical_switch": SimN7734A(world, "MY53100212"),

@@ -7,6 +7,7 @@ so every instrument that looks at a lane sees the same light, less the same loss
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,8 @@ class World:
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: named optical ports ("power_meter:1", "osa", ...) -> the light arriving there now
     ports: dict[str, Port] = field(default_factory=dict)
+    #: set by the bench builder: how this bench takes a DUT (module in a cage, wafer on a chuck)
+    dut_inserter: Callable[[str, str], None] | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @classmethod
@@ -59,7 +62,10 @@ class World:
         self.ports["power_meter:1"] = self.module_tx_at_switch_common
 
     def insert_dut(self, serial: str, product: str) -> None:
-        self.insert_module(serial, product)
+        """Put a DUT on the bench; what that means is up to the bench (see `dut_inserter`)."""
+        if self.dut_inserter is None:
+            raise ValueError(f"bench {self.bench_id} takes no DUT")
+        self.dut_inserter(serial, product)
 
     def insert_module(self, serial: str, product: str) -> SimulatedModule:
         with self.lock:
