@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
 import sys
 from collections.abc import Sequence as Seq
 
@@ -18,8 +17,8 @@ from rich.console import Console
 from station import __version__
 from station.bench import InstrumentSetupError, check_calibration, open_bench
 from station.config import load_station_config
-from station.console import ProgressPrinter, result_tables, verdict
-from station.engine import RunEngine
+from station.console import ProgressPrinter, result_tables, terminal_prompter, verdict
+from station.engine import RunEngine, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus
 from station.limits import limits_path, load_limits, shipped_products
@@ -108,6 +107,9 @@ def main(argv: Seq[str] | None = None) -> int:
     except StationError as err:  # bad input and refusals: one line, exit 2, nothing written
         errors.print(f"error: {err}", markup=False)
         return EXIT_CANNOT_TEST
+    except KeyboardInterrupt:  # before a run started or after it ended: nothing to make safe
+        errors.print("aborted", markup=False)
+        return EXIT_CANNOT_TEST
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -174,13 +176,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 operator=args.operator,
                 mode=args.mode,
                 calibration_override=args.calibration_override,
+                prompter=terminal_prompter(console),
             )
-            previous = signal.signal(signal.SIGTERM, lambda *_: engine.abort())
-            try:
+            with abort_on_signals(engine):
                 result = engine.run(args.serial)
-            finally:
-                signal.signal(signal.SIGTERM, previous)
-            store.close()
+            store.close()  # waits for the last commit; a write failure surfaces here
     finally:
         if sim:
             sim.stop()

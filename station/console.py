@@ -5,13 +5,24 @@ Rich renders colour and tables on a terminal and plain text elsewhere (logs, CI)
 
 from __future__ import annotations
 
+import select
+import sys
+import threading
+import time
 from collections import defaultdict
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from station.events import MeasurementRecorded, RunStarted, StepEnded, StepStarted
+from station.engine import Prompter
+from station.events import (
+    MeasurementRecorded,
+    PromptRequested,
+    RunStarted,
+    StepEnded,
+    StepStarted,
+)
 from station.outcome import Outcome
 
 STYLE = {
@@ -116,3 +127,32 @@ def result_tables(measurements: tuple[MeasurementRecorded, ...]) -> list[Table]:
 
 def verdict(outcome: Outcome) -> Text:
     return Text(f" {outcome} ", style=f"{STYLE[outcome]} reverse")
+
+
+def terminal_prompter(console: Console) -> Prompter:
+    """Ask operator prompts on the terminal: Enter takes the first choice."""
+
+    def ask(request: PromptRequested, abort: threading.Event) -> str | None:
+        choices = "/".join(request.choices)
+        console.print(f"[bold]OPERATOR:[/bold] {request.message} [{choices}] ", end="")
+        deadline = time.monotonic() + request.timeout_s
+        while not abort.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                ready, _, _ = select.select([sys.stdin], [], [], min(left, 0.2))
+            except (OSError, ValueError):  # no usable standard input: nobody can answer
+                abort.wait(left)
+                break
+            if not ready:
+                continue
+            line = sys.stdin.readline()
+            if not line:  # end of input: nobody will answer
+                break
+            answer = line.strip() or request.choices[0]
+            match = [c for c in request.choices if c.lower() == answer.lower()]
+            if match:
+                return match[0]
+            console.print(f"  please answer one of {choices}: ", end="")
+        console.print("(no answer)")
+        return None
+
+    return ask

@@ -1,16 +1,26 @@
 """The sequence engine: runs steps in order with timeouts and retries, judges every measurement
 against the limits, emits the event stream, and puts every instrument in its safe state on every
 exit path (normal end, FAIL, exception, step timeout, abort by signal).
+
+Steps run on the engine's own thread. Timeouts and aborts are cooperative: every call a step
+makes into its context checks the deadline and the abort flag, `ctx.sleep` and prompts wake up for
+them, and instrument I/O is bounded by the instruments' own timeouts. No thread hand-off per step,
+so a step costs microseconds, and a signal never lands in the middle of an instrument exchange.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
 
 from drivers.errors import InstrumentError
 from drivers.interfaces import Instrument
@@ -18,12 +28,17 @@ from station import __version__
 from station.config import StationConfig
 from station.errors import RunAborted, StationError, StepTimeout
 from station.events import (
+    ArtefactRecorded,
     AttributeRecorded,
     EventBus,
     InstrumentRecord,
+    LimitRecord,
     MeasurementRecorded,
+    PromptAnswered,
+    PromptRequested,
     RunEnded,
     RunStarted,
+    SafeStateApplied,
     StepEnded,
     StepStarted,
 )
@@ -33,29 +48,77 @@ from station.sequence import Sequence, Step
 
 T = TypeVar("T")
 
-#: How long the engine waits for a cancelled step's thread to come back from its current I/O.
-CANCEL_GRACE_S = 10.0
-
 
 class StepCancelled(StationError):
     """Raised inside a step when the engine has given up on it (timeout or abort)."""
 
 
-@dataclass
+class PromptTimeout(RunAborted):
+    """The operator did not answer a prompt in time: the site is aborted."""
+
+
+#: Answers an operator prompt: blocks until answered and returns the answer; returns None when
+#: the prompt's timeout passes or the abort event (second argument) is set.
+Prompter = Callable[[PromptRequested, threading.Event], "str | None"]
+
+
+def no_operator(request: PromptRequested, abort: threading.Event) -> str | None:
+    raise StationError(
+        f"step {request.step!r} asks the operator {request.message!r} but this "
+        "station has no operator interface"
+    )
+
+
 class StepContext:
     """What a step sees: its instruments (by role), the DUT, the product, and `measure`."""
 
-    run_id: str
-    dut_serial: str
-    product: Product
-    station: StationConfig
-    step: Step
-    attempt: int
-    _engine: RunEngine
-    _instruments: dict[str, Any]
-    outcomes: list[Outcome] = field(default_factory=list)
-    _cancelled: threading.Event = field(default_factory=threading.Event)
+    __slots__ = (
+        "_deadline",
+        "_engine",
+        "_instruments",
+        "_prompt_open",
+        "attempt",
+        "dut_serial",
+        "outcomes",
+        "product",
+        "run_id",
+        "station",
+        "step",
+    )
 
+    def __init__(
+        self, engine: RunEngine, run_id: str, dut_serial: str, step: Step, attempt: int
+    ) -> None:
+        self._engine = engine
+        self._instruments = engine.instruments
+        self.run_id = run_id
+        self.dut_serial = dut_serial
+        self.product: Product = engine.limits.product
+        self.station: StationConfig = engine.station
+        self.step = step
+        self.attempt = attempt
+        self.outcomes: list[Outcome] = []
+        self._deadline = time.monotonic() + step.timeout_s
+        self._prompt_open = False
+
+    # --- cancellation ------------------------------------------------------------------------
+    def check_cancelled(self) -> None:
+        """Raise if the run was aborted or the step has run past its timeout."""
+        if self._engine._abort.is_set():
+            raise RunAborted(f"during step {self.step.name}")
+        if time.monotonic() > self._deadline:
+            raise StepTimeout(self.step.name, self.step.timeout_s)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but come back at once on an abort, and never past the step's deadline."""
+        self.check_cancelled()
+        wake = time.monotonic() + seconds
+        if self._engine._abort.wait(max(0.0, min(wake, self._deadline) - time.monotonic())):
+            self.check_cancelled()
+        if wake > self._deadline:
+            self.check_cancelled()
+
+    # --- instruments ----------------------------------------------------------------------------
     def instrument(self, role: str, capability: type[T]) -> T:
         """The instrument playing `role`, checked against the capability the step needs."""
         self.check_cancelled()
@@ -68,6 +131,10 @@ class StepContext:
             raise StationError(f"{role} ({type(device).__name__}) is not a {capability.__name__}")
         return device
 
+    def path_loss_db(self, path: str, index: int) -> float:
+        return self.station.path_loss_db(path, index)
+
+    # --- recording ------------------------------------------------------------------------------
     def measure(
         self,
         name: str,
@@ -79,60 +146,89 @@ class StepContext:
         correction_db: float | None = None,
     ) -> Outcome:
         """Record a measurement; the engine judges it against the product's limits."""
-        self.check_cancelled()
+        engine = self._engine
+        if engine._abort.is_set() or time.monotonic() > self._deadline:
+            self.check_cancelled()
         if name not in self.step.measures:
             raise StationError(f"step {self.step.name!r} records {name!r} it did not declare")
-        limit = self._engine.limits.limits[name]
+        limit = engine.limits.limits[name]
         if unit != limit.unit:
             raise StationError(f"{name} recorded in {unit!r}, its limit is in {limit.unit!r}")
         if limit.per_lane != (lane is not None):
             raise StationError(
                 f"{name} is {'per lane' if limit.per_lane else 'scalar'} in "
-                f"{self._engine.limits.path.name}, recorded with lane={lane}"
+                f"{engine.limits.path.name}, recorded with lane={lane}"
             )
         outcome, marginal = limit.judge(value, self.dut_serial)
         self.outcomes.append(outcome)
-        expected = (
-            limit.describe().replace(DUT_SERIAL, self.dut_serial)
-            if limit.low is None and limit.high is None
-            else None
-        )
-        self._engine.bus.emit(
+        engine.bus.emit(
             MeasurementRecorded(
-                run_id=self.run_id,
-                step=self.step.name,
-                name=name,
-                value=value,
-                unit=unit,
-                lane=lane,
-                outcome=outcome,
-                marginal=marginal,
-                low_limit=limit.low,
-                high_limit=limit.high,
-                expected=expected,
-                attempt=self.attempt,
-                raw_value=raw_value,
-                correction_db=correction_db,
+                self.run_id,
+                self.step.name,
+                name,
+                value,
+                unit,
+                lane,
+                outcome,
+                marginal,
+                limit.low,
+                limit.high,
+                engine.expected_text(name, self.dut_serial),
+                self.attempt,
+                raw_value,
+                correction_db,
             )
         )
         return outcome
+
+    def artefact(
+        self, name: str, arrays: dict[str, np.ndarray], *, lane: int | None = None, **metadata: str
+    ) -> None:
+        """Record arrays behind a measurement (waveform, spectrum, LIV curve, waterfall)."""
+        self.check_cancelled()
+        self._engine.bus.emit(
+            ArtefactRecorded(
+                self.run_id,
+                self.step.name,
+                name,
+                {key: np.asarray(array) for key, array in arrays.items()},
+                lane,
+                {key: str(text) for key, text in metadata.items()},
+            )
+        )
 
     def attribute(self, name: str, value: object) -> None:
         """Record a fact that is not judged (firmware version, settle time, ...)."""
         self.check_cancelled()
         self._engine.bus.emit(AttributeRecorded(self.run_id, self.step.name, name, str(value)))
 
-    def path_loss_db(self, path: str, index: int) -> float:
-        return self.station.path_loss_db(path, index)
+    # --- the operator ---------------------------------------------------------------------------
+    def prompt(
+        self, message: str, *, choices: tuple[str, ...] = ("OK",), timeout_s: float = 300.0
+    ) -> str:
+        """Ask the operator and wait; the time waited does not count against the step timeout.
 
-    def check_cancelled(self) -> None:
-        if self._cancelled.is_set():
-            raise StepCancelled(f"step {self.step.name!r} was cancelled")
-
-    def sleep(self, seconds: float) -> None:
-        """Wait, but come back at once when the step is cancelled."""
-        if self._cancelled.wait(seconds):
-            raise StepCancelled(f"step {self.step.name!r} was cancelled")
+        No answer within `timeout_s` aborts the site (ABORTED, never FAIL).
+        """
+        self.check_cancelled()
+        request = PromptRequested(
+            self.run_id, self.step.name, uuid.uuid4().hex[:8], message, choices, timeout_s
+        )
+        self._engine.bus.emit(request)
+        opened = time.monotonic()
+        try:
+            answer = self._engine.prompter(request, self._engine._abort)
+        finally:
+            self._deadline += time.monotonic() - opened
+        self._engine.bus.emit(
+            PromptAnswered(self.run_id, self.step.name, request.prompt_id, answer)
+        )
+        if answer is None:
+            if self._engine._abort.is_set():
+                raise RunAborted(f"while asking {message!r}")
+            raise PromptTimeout(f"no answer to {message!r} within {timeout_s:g} s")
+        self.check_cancelled()
+        return answer
 
 
 @dataclass(frozen=True)
@@ -149,7 +245,7 @@ class _Collector:
         self.measurements: list[MeasurementRecorded] = []
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, MeasurementRecorded):
+        if type(event) is MeasurementRecorded:
             self.measurements.append(event)
 
 
@@ -169,6 +265,7 @@ class RunEngine:
         mode: str = "production",
         site: int = 1,
         calibration_override: str | None = None,
+        prompter: Prompter | None = None,
     ) -> None:
         if mode not in ("production", "characterisation"):
             raise ValueError(f"mode {mode!r} is not production or characterisation")
@@ -182,14 +279,30 @@ class RunEngine:
         self.mode = mode
         self.site = site
         self.calibration_override = calibration_override
+        self.prompter: Prompter = prompter or no_operator
         self._abort = threading.Event()
+        self._expected: dict[str, str | None] = {}
 
     def abort(self) -> None:
         """Ask the run to stop (thread-safe; a signal handler may call it)."""
         self._abort.set()
 
+    def expected_text(self, name: str, dut_serial: str) -> str | None:
+        """How a non-numeric limit reads in the record (cached: it is asked per measurement)."""
+        text = self._expected.get(name, "")
+        if text == "":
+            limit = self.limits.limits[name]
+            text = (
+                limit.describe().replace(DUT_SERIAL, dut_serial)
+                if limit.low is None and limit.high is None
+                else None
+            )
+            self._expected[name] = text
+        return text
+
     def run(self, dut_serial: str, run_id: str | None = None) -> RunResult:
         run_id = run_id or uuid.uuid4().hex[:16]
+        self._expected.clear()
         collector = _Collector()
         self.bus.subscribe(collector)
         started = time.monotonic()
@@ -207,6 +320,19 @@ class RunEngine:
                 limits_sha256=self.limits.sha256,
                 mode=self.mode,
                 instruments=self.instrument_records,
+                limits=tuple(
+                    LimitRecord(
+                        limit.name,
+                        limit.unit,
+                        limit.low,
+                        limit.high,
+                        self.expected_text(limit.name, dut_serial),
+                        limit.per_lane,
+                        limit.marginal,
+                        limit.spec,
+                    )
+                    for limit in self.limits.limits.values()
+                ),
                 calibration_override=self.calibration_override,
             )
         )
@@ -227,12 +353,14 @@ class RunEngine:
             outcomes.append(Outcome.ABORTED)
             error = f"aborted: {err}" if str(err) else "aborted by operator"
         finally:
-            safe_error = self._safe_state()
-            if safe_error:
+            safe_errors = self._safe_state()
+            self.bus.emit(SafeStateApplied(run_id, tuple(self.instruments), safe_errors))
+            if safe_errors:
                 outcomes.append(Outcome.ERROR)
-                error = error or safe_error
+                error = error or "; ".join(safe_errors)
         outcome = worst(outcomes)
         self.bus.emit(RunEnded(run_id, outcome, error))
+        self.bus.unsubscribe(collector)
         return RunResult(
             run_id, outcome, error, tuple(collector.measurements), time.monotonic() - started
         )
@@ -244,17 +372,7 @@ class RunEngine:
         started = time.monotonic()
         outcome, error = Outcome.ERROR, None
         for attempt in range(1, step.retries + 2):
-            ctx = StepContext(
-                run_id,
-                dut_serial,
-                self.limits.product,
-                self.station,
-                step,
-                attempt,
-                self,
-                self.instruments,
-            )
-            outcome, error = self._attempt(ctx)
+            outcome, error = self._attempt(StepContext(self, run_id, dut_serial, step, attempt))
             if outcome != Outcome.ERROR or attempt == step.retries + 1:
                 break
             self.bus.emit(
@@ -266,48 +384,42 @@ class RunEngine:
         return outcome, error
 
     def _attempt(self, ctx: StepContext) -> tuple[Outcome, str | None]:
-        failure: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                ctx.step(ctx)
-            except BaseException as err:  # reported to the engine thread, judged there
-                failure.append(err)
-
-        worker = threading.Thread(target=target, name=f"step-{ctx.step.name}", daemon=True)
-        worker.start()
-        deadline = time.monotonic() + ctx.step.timeout_s
         try:
-            while worker.is_alive():
-                if self._abort.is_set():
-                    raise RunAborted(f"during step {ctx.step.name}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    ctx._cancelled.set()
-                    worker.join(CANCEL_GRACE_S)
-                    return Outcome.ERROR, str(StepTimeout(ctx.step.name, ctx.step.timeout_s))
-                worker.join(min(remaining, 0.05))
-        except (KeyboardInterrupt, RunAborted):
-            ctx._cancelled.set()
-            worker.join(CANCEL_GRACE_S)
+            ctx.step(ctx)
+            if time.monotonic() > ctx._deadline:  # finished, but later than it may
+                raise StepTimeout(ctx.step.name, ctx.step.timeout_s)
+        except RunAborted as err:
+            if isinstance(err, PromptTimeout) or not self._abort.is_set():
+                return Outcome.ABORTED, f"aborted: {err}"
             raise
-        if failure:
-            err = failure[0]
-            if isinstance(err, KeyboardInterrupt):
-                raise err
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # an instrument fault, a timeout, bad data, a bug: all ERROR
             return Outcome.ERROR, _describe(err)
         if not ctx.outcomes:
             return Outcome.PASS, None
         return worst(ctx.outcomes), None
 
-    def _safe_state(self) -> str | None:
+    def _safe_state(self) -> tuple[str, ...]:
         errors = []
         for role, device in self.instruments.items():
             try:
                 device.safe_state()
             except Exception as err:  # every instrument gets its turn, whatever the others do
                 errors.append(f"{role}: safe_state failed: {_describe(err)}")
-        return "; ".join(errors) or None
+        return tuple(errors)
+
+
+@contextlib.contextmanager
+def abort_on_signals(engine: RunEngine) -> Iterator[None]:
+    """SIGINT and SIGTERM abort the run cleanly (teardown and safe state still run)."""
+    handler = lambda *_: engine.abort()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _describe(err: BaseException) -> str:

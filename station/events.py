@@ -1,22 +1,26 @@
 """The append-only event stream of a run. The store, the progress display and reports subscribe.
 
-Events are small frozen dataclasses; a subscriber is any callable taking one. Subscribers are
-called in order, on the thread that emitted the event.
+Events are small frozen dataclasses stamped with `time.time_ns()` (cheap enough to stamp every
+measurement); a subscriber is any callable taking one. Subscribers are called in order, one event
+at a time, on the thread that emitted it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from station.outcome import Outcome
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def ns_to_datetime(ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,20 @@ class InstrumentRecord:
     serial_number: str
     firmware: str
     calibration_due: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """A limit as the run applied it (with the scanned serial filled in)."""
+
+    name: str
+    unit: str
+    low: float | None
+    high: float | None
+    expected: str | None  # how a non-numeric limit reads, e.g. "= SIM0001", "in {24, 25}"
+    per_lane: bool
+    marginal: float | None
+    spec: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +63,9 @@ class RunStarted:
     limits_sha256: str
     mode: str
     instruments: tuple[InstrumentRecord, ...]
+    limits: tuple[LimitRecord, ...] = ()
     calibration_override: str | None = None
-    started_at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +73,7 @@ class StepStarted:
     run_id: str
     step: str
     index: int
-    at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +92,20 @@ class MeasurementRecorded:
     attempt: int = 1
     raw_value: float | None = None  # before path-loss correction, where one was applied
     correction_db: float | None = None
-    at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtefactRecorded:
+    """Arrays behind a measurement (waveform, spectrum, LIV curve, BER waterfall)."""
+
+    run_id: str
+    step: str
+    name: str
+    arrays: dict[str, np.ndarray]
+    lane: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    at_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +116,27 @@ class AttributeRecorded:
     step: str
     name: str
     value: str
-    at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRequested:
+    run_id: str
+    step: str
+    prompt_id: str
+    message: str
+    choices: tuple[str, ...]
+    timeout_s: float
+    at_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAnswered:
+    run_id: str
+    step: str
+    prompt_id: str
+    answer: str | None  # None: the prompt timed out
+    at_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +147,17 @@ class StepEnded:
     outcome: Outcome
     error: str | None
     duration_s: float
-    at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class SafeStateApplied:
+    """Every instrument of the run was told to go safe; `errors` names any that failed."""
+
+    run_id: str
+    roles: tuple[str, ...]
+    errors: tuple[str, ...]
+    at_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +165,11 @@ class RunEnded:
     run_id: str
     outcome: Outcome
     error: str | None
-    at: dt.datetime = field(default_factory=utcnow)
+    at_ns: int = field(default_factory=time.time_ns)
 
 
-Event = RunStarted | StepStarted | MeasurementRecorded | AttributeRecorded | StepEnded | RunEnded
+Event = (RunStarted | StepStarted | MeasurementRecorded | ArtefactRecorded | AttributeRecorded
+         | PromptRequested | PromptAnswered | StepEnded | SafeStateApplied | RunEnded)
 Subscriber = Callable[[Any], None]
 
 
@@ -117,6 +180,9 @@ class EventBus:
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.remove(subscriber)
 
     def emit(self, event: Event) -> None:
         with self._lock:  # one event at a time, in order, whatever thread emits it

@@ -40,6 +40,7 @@ _PRODUCT_KEYS = {
     "provisional",
 }
 DUT_SERIAL = "${dut_serial}"
+_PASS, _FAIL = (Outcome.PASS, False), (Outcome.FAIL, False)
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,19 @@ class Limit:
             expected = dut_serial if self.expected == DUT_SERIAL else self.expected
             ok = value == expected if self.expected is not None else value in (self.allowed or ())
             return (Outcome.PASS if ok else Outcome.FAIL), False
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        kind = type(value)
+        if kind is not float and (kind is bool or not isinstance(value, int | float)):
             return Outcome.ERROR, False
-        if (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high
-        ):
-            return Outcome.FAIL, False
-        marginal = self.marginal is not None and any(
-            bound is not None and abs(value - bound) < self.marginal
-            for bound in (self.low, self.high)
+        if not math.isfinite(value):
+            return Outcome.ERROR, False
+        low, high = self.low, self.high
+        if (low is not None and value < low) or (high is not None and value > high):
+            return _FAIL
+        band = self.marginal
+        if band is None:
+            return _PASS
+        marginal = (low is not None and value - low < band) or (
+            high is not None and high - value < band
         )
         return Outcome.PASS, marginal
 

@@ -4,6 +4,7 @@ separate process, exit codes, bad input, and `station sim serve` reached by a pl
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,40 @@ def test_sim_serve_answers_an_independent_pyvisa_client(tmp_path: Path) -> None:
         for stream in (process.stdin, process.stdout):
             if stream:
                 stream.close()
+
+
+def test_sigterm_mid_run_ends_aborted_with_exit_2_and_safe_state_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    process = subprocess.Popen(
+        [
+            *STATION,
+            "run",
+            "pluggable",
+            "--product",
+            "800G-DR8",
+            "--serial",
+            PASSING,
+            "--sim",
+            "--db",
+            str(db),
+            "--time-factor",
+            "1",
+        ],  # real time: power-up takes ~3 s
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "power_up ..." in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2, out + err
+    assert "ABORTED" in out
+    store = ResultsStore(db)
+    run = store.runs().iloc[0]
+    assert run["outcome"] == "ABORTED" and bool(run["complete"])
+    safe = store.attributes(run["run_id"])
+    assert safe.loc[safe["name"] == "safe_state", "value"].iloc[0].startswith("module_host")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from drivers.errors import InstrumentTimeout
 from drivers.interfaces import Instrument
-from station.engine import StepContext
-from station.events import EventBus
+from station.engine import StepContext, abort_on_signals
+from station.events import EventBus, PromptRequested
 from station.limits import LimitsFile
 from station.outcome import Outcome
 from station.sequence import step
@@ -133,5 +138,87 @@ def test_events_arrive_in_order(limits: LimitsFile) -> None:
         "StepStarted",
         "MeasurementRecorded",
         "StepEnded",
+        "SafeStateApplied",
         "RunEnded",
     ]
+
+
+def test_prompt_answer_is_recorded_and_prompt_time_is_not_step_time(limits: LimitsFile) -> None:
+    @step(roles=("source",), measures=("power",), timeout_s=0.3)
+    def asks(ctx: StepContext) -> None:
+        answer = ctx.prompt("Clean the connector and confirm", choices=("Done", "Cannot"))
+        assert answer == "Done"
+        for lane in (1, 2):
+            ctx.measure("power", 0.5, unit="mW", lane=lane)
+
+    asked: list[str] = []
+
+    def operator(request: PromptRequested, abort: threading.Event) -> str | None:
+        asked.append(request.message)
+        time.sleep(0.5)  # longer than the step's timeout: the operator's time does not count
+        return "Done"
+
+    engine = make_engine(limits, (asks, measure_later), FakeSource())
+    engine.prompter = operator
+    result = engine.run("T1")
+    assert asked == ["Clean the connector and confirm"]
+    assert result.outcome == Outcome.PASS
+
+
+def test_unanswered_prompt_aborts_the_site_cleanly(limits: LimitsFile) -> None:
+    @step(roles=("source",), measures=("power",))
+    def asks(ctx: StepContext) -> None:
+        ctx.instrument("source", Instrument).output_on = True  # type: ignore[attr-defined]
+        ctx.prompt("Insert the module", timeout_s=0.1)
+
+    source = FakeSource()
+    engine = make_engine(limits, (asks, measure_later), source)
+    engine.prompter = lambda request, abort: None  # nobody answered in time
+    result = engine.run("T1")
+    assert result.outcome == Outcome.ABORTED
+    assert "Insert the module" in (result.error or "")
+    assert not source.output_on
+
+
+def test_station_without_operator_interface_cannot_prompt(limits: LimitsFile) -> None:
+    @step(roles=("source",), measures=("power",))
+    def asks(ctx: StepContext) -> None:
+        ctx.prompt("Confirm")
+
+    result = make_engine(limits, (asks, measure_later), FakeSource()).run("T1")
+    assert result.outcome == Outcome.ERROR and "no operator interface" in (result.error or "")
+
+
+def test_artefacts_round_trip_with_their_hash(limits: LimitsFile, tmp_path: Path) -> None:
+    waveform = np.linspace(0.0, 1.0, 1000, dtype=np.float32)
+
+    @step(roles=("source",), measures=("power",))
+    def records(ctx: StepContext) -> None:
+        ctx.artefact("waveform", {"samples_w": waveform}, lane=2, samples_per_ui="16")
+        for lane in (1, 2):
+            ctx.measure("power", 0.5, unit="mW", lane=lane)
+
+    bus = EventBus()
+    store = ResultsStore(tmp_path / "r.sqlite")
+    bus.subscribe(store)
+    result = make_engine(limits, (records, measure_later), FakeSource(), bus=bus).run("T1")
+    arrays = store.artefact(result.run_id, "waveform", lane=2)
+    np.testing.assert_array_equal(arrays["samples_w"], waveform)
+    assert arrays["samples_w"].dtype == np.float32
+    store.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_a_run_aborts_and_leaves_sources_off(limits: LimitsFile, signum: int) -> None:
+    @step(roles=("source",), measures=("power",))
+    def long_step(ctx: StepContext) -> None:
+        ctx.instrument("source", Instrument).output_on = True  # type: ignore[attr-defined]
+        ctx.sleep(30)
+
+    source = FakeSource()
+    engine = make_engine(limits, (long_step, measure_later), source)
+    threading.Timer(0.2, os.kill, args=(os.getpid(), signum)).start()
+    with abort_on_signals(engine):
+        result = engine.run("T1")
+    assert result.outcome == Outcome.ABORTED
+    assert not source.output_on and source.safe_calls == 1

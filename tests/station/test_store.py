@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
-from station.events import StepStarted
+from station.engine import StepContext
 from station.limits import LimitsFile
-from station.store import ResultsStore, database_url
+from station.sequence import step
+from station.store import ResultsStore, StoreError, database_url
 from tests.station.helpers import FakeSource, make_engine, measure_later, measure_power
 
 
-def test_measurements_are_committed_when_their_step_ends(
-    limits: LimitsFile, tmp_path: Path
-) -> None:
+def test_a_step_is_durable_while_the_next_one_runs(limits: LimitsFile, tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite"
     store = ResultsStore(db)
-    seen_before_step_2: list[pd.DataFrame] = []
-    engine = make_engine(limits, (measure_power, measure_later), FakeSource())
-    engine.bus.subscribe(store)
+    seen_during_step_2: list[pd.DataFrame] = []
 
-    def peek(event: object) -> None:
-        if isinstance(event, StepStarted) and event.index == 1:
-            other = sa.create_engine(database_url(db))  # another connection, as after a crash
+    def peek() -> pd.DataFrame:
+        other = sa.create_engine(database_url(db))  # another connection, as after a crash
+        try:
             with other.connect() as conn:
-                seen_before_step_2.append(pd.read_sql("SELECT * FROM measurements", conn))
-                runs = pd.read_sql("SELECT complete FROM runs", conn)
+                return pd.read_sql("SELECT * FROM measurements", conn)
+        finally:
             other.dispose()
-            assert not runs["complete"].any()
 
-    engine.bus.subscribe(peek)
+    @step(roles=("source",), measures=("later",))
+    def waits_for_step_1_on_disk(ctx: StepContext) -> None:
+        deadline = time.monotonic() + 5.0
+        while len(frame := peek()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_during_step_2.append(frame)
+        ctx.measure("later", 1.0, unit="V")
+
+    engine = make_engine(limits, (measure_power, waits_for_step_1_on_disk), FakeSource())
+    engine.bus.subscribe(store)
     result = engine.run("T7")
-    assert len(seen_before_step_2[0]) == 2  # step 1's two lanes, before step 2 began
+    assert len(seen_during_step_2[0]) == 2  # step 1's two lanes, committed while step 2 ran
     frame = store.measurements()
     assert list(frame.columns[:6]) == [
         "run_id",
@@ -45,11 +52,25 @@ def test_measurements_are_committed_when_their_step_ends(
     ]
     assert frame["run_id"].unique().tolist() == [result.run_id]
     assert frame["lane"].tolist()[:2] == [1, 2]
+    assert frame["unit"].tolist() == ["mW", "mW", "V"]
+    assert frame["high_limit"].tolist()[:2] == [1.0, 1.0]
     runs = store.runs()
     assert runs.loc[0, "outcome"] == "PASS" and bool(runs.loc[0, "complete"])
     assert len(runs.loc[0, "limits_sha256"]) == 64
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
+
+
+def test_a_write_failure_surfaces_instead_of_being_lost(limits: LimitsFile, tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE measurements")  # a database that cannot take them
+    engine = make_engine(limits, (measure_power, measure_later), FakeSource())
+    engine.bus.subscribe(store)
+    engine.run("T8")
+    with pytest.raises(StoreError, match="writing results failed"):
+        store.flush()
 
 
 def test_database_url_from_path_or_url(tmp_path: Path) -> None:
