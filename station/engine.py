@@ -69,6 +69,42 @@ def no_operator(request: PromptRequested, abort: threading.Event) -> str | None:
     )
 
 
+class Arbiter:
+    """Hands instruments shared between sites to one step at a time.
+
+    A step holds every shared instrument it declared for its whole duration (a scope behind a
+    switch must not be re-routed by another site mid-measurement). Locks are taken in one global
+    order, so two sites can never deadlock; waiting stays abortable.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.wait_s: dict[str, float] = {}  # role -> total time sites waited for it
+
+    def _lock(self, device: object) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(id(device), threading.Lock())
+
+    @contextlib.contextmanager
+    def hold(self, shared: list[tuple[str, object]], abort: threading.Event) -> Iterator[None]:
+        held: list[threading.Lock] = []
+        try:
+            for role, device in sorted(shared, key=lambda item: item[0]):
+                lock = self._lock(device)
+                started = time.monotonic()
+                while not lock.acquire(timeout=0.05):
+                    if abort.is_set():
+                        raise RunAborted(f"while waiting for the shared {role}")
+                held.append(lock)
+                with self._guard:
+                    self.wait_s[role] = self.wait_s.get(role, 0.0) + time.monotonic() - started
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
+
+
 class StepContext:
     """What a step sees: its instruments (by role), the DUT, the product, and `measure`."""
 
@@ -266,6 +302,8 @@ class RunEngine:
         site: int = 1,
         calibration_override: str | None = None,
         prompter: Prompter | None = None,
+        shared_roles: frozenset[str] = frozenset(),
+        arbiter: Arbiter | None = None,
     ) -> None:
         if mode not in ("production", "characterisation"):
             raise ValueError(f"mode {mode!r} is not production or characterisation")
@@ -280,6 +318,8 @@ class RunEngine:
         self.site = site
         self.calibration_override = calibration_override
         self.prompter: Prompter = prompter or no_operator
+        self.shared_roles = shared_roles  # instruments other sites use too
+        self.arbiter = arbiter or Arbiter()
         self._abort = threading.Event()
         self._expected: dict[str, str | None] = {}
 
@@ -354,7 +394,8 @@ class RunEngine:
             error = f"aborted: {err}" if str(err) else "aborted by operator"
         finally:
             safe_errors = self._safe_state()
-            self.bus.emit(SafeStateApplied(run_id, tuple(self.instruments), safe_errors))
+            own = tuple(role for role in self.instruments if role not in self.shared_roles)
+            self.bus.emit(SafeStateApplied(run_id, own, safe_errors))
             if safe_errors:
                 outcomes.append(Outcome.ERROR)
                 error = error or "; ".join(safe_errors)
@@ -372,7 +413,9 @@ class RunEngine:
         started = time.monotonic()
         outcome, error = Outcome.ERROR, None
         for attempt in range(1, step.retries + 2):
-            outcome, error = self._attempt(StepContext(self, run_id, dut_serial, step, attempt))
+            with self.arbiter.hold(self._shared_in(step), self._abort):
+                ctx = StepContext(self, run_id, dut_serial, step, attempt)  # timeout starts here
+                outcome, error = self._attempt(ctx)
             if outcome != Outcome.ERROR or attempt == step.retries + 1:
                 break
             self.bus.emit(
@@ -400,9 +443,16 @@ class RunEngine:
             return Outcome.PASS, None
         return worst(ctx.outcomes), None
 
+    def _shared_in(self, step: Step) -> list[tuple[str, object]]:
+        return [(role, self.instruments[role]) for role in step.roles if role in self.shared_roles]
+
     def _safe_state(self) -> tuple[str, ...]:
+        """Safe state of this site's own instruments; shared ones are left to the multi-site
+        runner, which makes them safe when every site has finished."""
         errors = []
         for role, device in self.instruments.items():
+            if role in self.shared_roles:
+                continue
             try:
                 device.safe_state()
             except Exception as err:  # every instrument gets its turn, whatever the others do
