@@ -24,7 +24,7 @@ from station.engine import RunEngine, StepContext
 from station.events import EventBus
 from station.limits import load_limits
 from station.sequence import Sequence, Step, step
-from station.store import ResultsStore
+from station.results.store import ResultsStore
 
 HERE = Path(__file__).resolve().parent
 OPENHTF = "openhtf==1.6.3"

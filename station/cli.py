@@ -24,7 +24,7 @@ from station.events import EventBus
 from station.limits import limits_path, load_limits, shipped_products
 from station.sequence import load_sequence
 from station.simbench import SimBenchProcess
-from station.store import DEFAULT_DB, ResultsStore
+from station.results.store import DEFAULT_DB, ResultsStore
 
 EXIT_CANNOT_TEST = 2
 

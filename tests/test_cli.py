@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import pyvisa
 
-from station.store import ResultsStore
+from station.config import load_station_config
+from station.results.store import ResultsStore
 
 STATION = [sys.executable, "-m", "station.cli"]
 FAST = ["--time-factor", "0.02"]
@@ -125,7 +126,8 @@ def test_sim_serve_answers_an_independent_pyvisa_client(tmp_path: Path) -> None:
                 break
             role, resource = line.split()
             resources[role] = resource
-        assert set(resources) == {"module_host", "optical_switch", "power_meter"}
+        # every role of the bench, exactly the roles its station config names
+        assert set(resources) == set(load_station_config(bench="module").instruments)
         assert resources["module_host"].startswith("ASRL/dev/")
         session = pyvisa.ResourceManager("@py").open_resource(
             resources["power_meter"], read_termination="\n", write_termination="\n"

@@ -18,7 +18,7 @@ from station.events import EventBus, PromptRequested
 from station.limits import LimitsFile
 from station.outcome import Outcome
 from station.sequence import step
-from station.store import ResultsStore
+from station.results.store import ResultsStore
 from tests.station.helpers import FakeSource, make_engine, measure_later, measure_power
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from station.engine import StepContext
 from station.limits import LimitsFile
 from station.sequence import step
-from station.store import ResultsStore, StoreError, database_url
+from station.results.store import ResultsStore, StoreError, database_url
 from tests.station.helpers import FakeSource, make_engine, measure_later, measure_power
 
 
