@@ -22,9 +22,9 @@ from station.engine import RunEngine, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus
 from station.limits import limits_path, load_limits, shipped_products
+from station.results.store import DEFAULT_DB, ResultsStore
 from station.sequence import load_sequence
 from station.simbench import SimBenchProcess
-from station.results.store import DEFAULT_DB, ResultsStore
 
 EXIT_CANNOT_TEST = 2
 

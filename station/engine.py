@@ -114,6 +114,7 @@ class StepContext:
         "_instruments",
         "_prompt_open",
         "attempt",
+        "die",
         "dut_serial",
         "outcomes",
         "product",
@@ -136,6 +137,8 @@ class StepContext:
         self.outcomes: list[Outcome] = []
         self._deadline = time.monotonic() + step.timeout_s
         self._prompt_open = False
+        #: wafer runs: the (column, row) of the die being tested; measurements carry it
+        self.die: tuple[int, int] | None = None
 
     # --- cancellation ------------------------------------------------------------------------
     def check_cancelled(self) -> None:
@@ -180,8 +183,12 @@ class StepContext:
         lane: int | None = None,
         raw_value: float | None = None,
         correction_db: float | None = None,
+        die: tuple[int, int] | None = None,
     ) -> Outcome:
-        """Record a measurement; the engine judges it against the product's limits."""
+        """Record a measurement; the engine judges it against the product's limits.
+
+        `die` (wafer runs) defaults to `ctx.die`, the die the step says it is testing.
+        """
         engine = self._engine
         if engine._abort.is_set() or time.monotonic() > self._deadline:
             self.check_cancelled()
@@ -213,6 +220,7 @@ class StepContext:
                 self.attempt,
                 raw_value,
                 correction_db,
+                *(die or self.die or (None, None)),
             )
         )
         return outcome
@@ -340,7 +348,14 @@ class RunEngine:
             self._expected[name] = text
         return text
 
-    def run(self, dut_serial: str, run_id: str | None = None) -> RunResult:
+    def run(
+        self,
+        dut_serial: str,
+        run_id: str | None = None,
+        *,
+        lot_id: str | None = None,
+        wafer_id: str | None = None,
+    ) -> RunResult:
         run_id = run_id or uuid.uuid4().hex[:16]
         self._expected.clear()
         collector = _Collector()
@@ -374,6 +389,8 @@ class RunEngine:
                     for limit in self.limits.limits.values()
                 ),
                 calibration_override=self.calibration_override,
+                lot_id=lot_id,
+                wafer_id=wafer_id,
             )
         )
         outcomes: list[Outcome] = []

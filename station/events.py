@@ -65,6 +65,8 @@ class RunStarted:
     instruments: tuple[InstrumentRecord, ...]
     limits: tuple[LimitRecord, ...] = ()
     calibration_override: str | None = None
+    lot_id: str | None = None  # lot / work order the DUT belongs to, where known
+    wafer_id: str | None = None  # wafer runs: the wafer on the chuck
     at_ns: int = field(default_factory=time.time_ns)
 
 
@@ -92,6 +94,8 @@ class MeasurementRecorded:
     attempt: int = 1
     raw_value: float | None = None  # before path-loss correction, where one was applied
     correction_db: float | None = None
+    die_x: int | None = None  # wafer runs: the die the measurement belongs to
+    die_y: int | None = None
     at_ns: int = field(default_factory=time.time_ns)
 
 

@@ -61,6 +61,8 @@ runs = sa.Table(
     sa.Column("limits_path", sa.Text, nullable=False),
     sa.Column("limits_sha256", sa.String(64), nullable=False),
     sa.Column("calibration_override", sa.Text),
+    sa.Column("lot_id", sa.String(64), index=True),
+    sa.Column("wafer_id", sa.String(64), index=True),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ended_at", sa.DateTime(timezone=True)),
     sa.Column("outcome", sa.String(16)),
@@ -125,6 +127,8 @@ measurements = sa.Table(
     sa.Column("marginal", sa.Boolean, nullable=False),
     sa.Column("raw_value", sa.Float),
     sa.Column("correction_db", sa.Float),
+    sa.Column("die_x", sa.Integer),
+    sa.Column("die_y", sa.Integer),
     sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
 )
 
@@ -164,6 +168,8 @@ _NUMERIC_COLUMNS = (
     "marginal",
     "raw_value",
     "correction_db",
+    "die_x",
+    "die_y",
     "recorded_at_ns",
 )
 _TEXT_COLUMNS = tuple("text_value" if c == "value" else c for c in _NUMERIC_COLUMNS)
@@ -179,6 +185,8 @@ _measurement_row = operator.attrgetter(
     "marginal",
     "raw_value",
     "correction_db",
+    "die_x",
+    "die_y",
     "at_ns",
 )
 
@@ -465,6 +473,8 @@ class ResultsStore:
             "limits_path": event.limits_path,
             "limits_sha256": event.limits_sha256,
             "calibration_override": event.calibration_override,
+            "lot_id": event.lot_id,
+            "wafer_id": event.wafer_id,
             "started_at": ns_to_datetime(event.at_ns),
             "complete": False,
         }
@@ -541,6 +551,10 @@ class ResultsStore:
                 m.c.marginal,
                 m.c.raw_value,
                 m.c.correction_db,
+                r.c.lot_id,
+                r.c.wafer_id,
+                m.c.die_x,
+                m.c.die_y,
                 m.c.recorded_at_ns,
                 r.c.started_at,
             )

@@ -78,3 +78,21 @@ def test_database_url_from_path_or_url(tmp_path: Path) -> None:
     assert (
         database_url("postgresql+psycopg://u@localhost/db") == "postgresql+psycopg://u@localhost/db"
     )
+
+
+def test_wafer_runs_carry_lot_wafer_and_die(limits: LimitsFile, tmp_path: Path) -> None:
+    @step(roles=("source",), measures=("power",))
+    def per_die(ctx: StepContext) -> None:
+        for die in ((3, -2), (4, -2)):
+            ctx.die = die
+            ctx.measure("power", 0.5, unit="mW", lane=1)
+        ctx.measure("power", 0.6, unit="mW", lane=2, die=(9, 9))
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    engine = make_engine(limits, (per_die, measure_later), FakeSource())
+    engine.bus.subscribe(store)
+    engine.run("T9", lot_id="LOT42", wafer_id="W07")
+    frame = store.measurements(wafer_id="W07")
+    assert frame["die_x"].tolist()[:3] == [3, 4, 9] and frame["die_y"].tolist()[:3] == [-2, -2, 9]
+    assert set(frame["lot_id"]) == {"LOT42"}
+    store.close()
