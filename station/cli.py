@@ -22,6 +22,7 @@ from station.engine import RunEngine, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus
 from station.limits import limits_path, load_limits, shipped_products
+from station.results.commands import add_result_commands, run_result_command
 from station.results.store import DEFAULT_DB, ResultsStore
 from station.sequence import load_sequence
 from station.simbench import SimBenchProcess
@@ -81,14 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dut", metavar="SERIAL", default="SIM0001", help="module in the cage")
     serve.add_argument("--product", default="800G-DR8")
 
-    results = sub.add_parser("results", help="stored results")
-    res_sub = results.add_subparsers(dest="results_command", required=True)
-    runs = res_sub.add_parser("runs", help="list runs")
-    runs.add_argument("--db", default=DEFAULT_DB)
-    runs.add_argument("--serial")
-    show = res_sub.add_parser("show", help="measurements of one run")
-    show.add_argument("run_id")
-    show.add_argument("--db", default=DEFAULT_DB)
+    add_result_commands(sub)
     return parser
 
 
@@ -103,7 +97,7 @@ def main(argv: Seq[str] | None = None) -> int:
             return _run(args, console)
         if args.command == "sim":
             return _sim_serve(args)
-        return _results(args, console)
+        return run_result_command(args, console)
     except StationError as err:  # bad input and refusals: one line, exit 2, nothing written
         errors.print(f"error: {err}", markup=False)
         return EXIT_CANNOT_TEST
@@ -213,40 +207,6 @@ def _sim_serve(args: argparse.Namespace) -> int:
     ]
     os.execv(sys.executable, command)
     return 0  # not reached: execv replaces this process
-
-
-def _results(args: argparse.Namespace, console: Console) -> int:
-    store = ResultsStore(args.db)
-    if args.results_command == "runs":
-        frame = store.runs(**({"dut_serial": args.serial} if args.serial else {}))
-        columns = [
-            "run_id",
-            "started_at",
-            "sequence",
-            "product",
-            "dut_serial",
-            "outcome",
-            "complete",
-        ]
-        console.print(frame[columns].to_string(index=False) if len(frame) else "no runs")
-        return 0
-    frame = store.measurements(run_id=args.run_id)
-    if not len(frame):
-        console.print(f"no measurements for run {args.run_id}")
-        return EXIT_CANNOT_TEST
-    columns = [
-        "step",
-        "measurement",
-        "lane",
-        "value",
-        "text_value",
-        "unit",
-        "low_limit",
-        "high_limit",
-        "outcome",
-    ]
-    console.print(frame[columns].to_string(index=False))
-    return 0
 
 
 if __name__ == "__main__":
