@@ -35,7 +35,7 @@ from station.events import (
     ns_to_datetime,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = "station-results.sqlite"
 
 metadata = sa.MetaData()
