@@ -40,10 +40,33 @@ class PathLoss:
 
 @dataclass(frozen=True)
 class StationConfig:
+    """A station's instruments and calibrated paths.
+
+    A multi-site station adds `[sites.<n>.instruments.<role>]` and `[sites.<n>.paths.<name>]`
+    tables: a site uses the top-level instruments and paths except where its own table names the
+    same role or path. An instrument that no site overrides is shared by all of them.
+    """
+
     path: Path
     station_id: str
     instruments: dict[str, InstrumentConfig]
     paths: dict[str, PathLoss] = field(default_factory=dict)
+    sites: dict[int, tuple[dict[str, InstrumentConfig], dict[str, PathLoss]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def site_count(self) -> int:
+        return max(self.sites, default=1)
+
+    def for_site(self, site: int) -> StationConfig:
+        """The view one site has: its own instruments and paths over the shared ones."""
+        if not 1 <= site <= self.site_count:
+            raise InputError(self.path, "sites", site, f"this station has {self.site_count} sites")
+        instruments, paths = self.sites.get(site, ({}, {}))
+        return StationConfig(
+            self.path, self.station_id, {**self.instruments, **instruments}, {**self.paths, **paths}
+        )
 
     def path_loss_db(self, name: str, index: int) -> float:
         """Loss of path `name` at `index` (0-based)."""
@@ -75,7 +98,7 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
         raise InputError(path, "file", str(path), "does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(path, "file", str(path), f"is not valid TOML ({err})") from None
-    unknown = set(data) - {"station", "instruments", "paths"}
+    unknown = set(data) - {"station", "instruments", "paths", "sites"}
     if unknown:
         raise InputError(path, sorted(unknown)[0], None, "unknown section")
     station = _table(path, data, "station")
@@ -86,7 +109,27 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
     for role, spec in _table(path, data, "instruments").items():
         instruments[role] = _instrument(path, role, spec)
     paths = {name: _path(path, name, spec) for name, spec in data.get("paths", {}).items()}
-    return StationConfig(path, station_id, instruments, paths)
+    sites = {}
+    for key, spec in data.get("sites", {}).items():
+        if not key.isdigit() or not 1 <= int(key) <= 64 or not isinstance(spec, dict):
+            raise InputError(path, f"sites.{key}", spec, "sites are tables numbered 1..64")
+        unknown = set(spec) - {"instruments", "paths"}
+        if unknown:
+            raise InputError(path, f"sites.{key}.{sorted(unknown)[0]}", None, "unknown key")
+        site_instruments = {
+            role: _instrument(path, role, item, f"sites.{key}.instruments")
+            for role, item in spec.get("instruments", {}).items()
+        }
+        site_paths = {
+            name: _path(path, name, item, f"sites.{key}.paths")
+            for name, item in spec.get("paths", {}).items()
+        }
+        sites[int(key)] = (site_instruments, site_paths)
+    # Site 1 may live entirely in the top-level tables; sites 2..n must each be described.
+    missing = sorted(set(range(2, max(sites, default=1) + 1)) - set(sites))
+    if missing:
+        raise InputError(path, f"sites.{missing[0]}", None, "sites must be numbered 1..n")
+    return StationConfig(path, station_id, instruments, paths, sites)
 
 
 def _table(path: Path, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -96,8 +139,8 @@ def _table(path: Path, data: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _instrument(path: Path, role: str, spec: Any) -> InstrumentConfig:
-    where = f"instruments.{role}"
+def _instrument(path: Path, role: str, spec: Any, table: str = "instruments") -> InstrumentConfig:
+    where = f"{table}.{role}"
     if not ROLE.match(role):
         raise InputError(path, where, role, "role names are lower_snake_case")
     if not isinstance(spec, dict):
@@ -126,8 +169,8 @@ def _instrument(path: Path, role: str, spec: Any) -> InstrumentConfig:
     )
 
 
-def _path(path: Path, name: str, spec: Any) -> PathLoss:
-    where = f"paths.{name}"
+def _path(path: Path, name: str, spec: Any, table: str = "paths") -> PathLoss:
+    where = f"{table}.{name}"
     if not isinstance(spec, dict):
         raise InputError(path, where, spec, "must be a table")
     unknown = set(spec) - _PATH_KEYS

@@ -73,3 +73,48 @@ def test_expired_calibration_refuses_unless_overridden(tmp_path: Path) -> None:
         check_calibration(config, ["power_meter"], dt.date(2026, 2, 1), None)
     check_calibration(config, ["power_meter"], dt.date(2026, 2, 1), "cal lab backlog, ticket 42")
     check_calibration(config, ["power_meter"], dt.date(2026, 1, 31), None)
+
+
+MULTI = GOOD + """
+[instruments.module_host]
+driver = "devantech.usb_iss:UsbIssCmisHost"
+resource = "ASRL/dev/ttyACM0::INSTR"
+serial_number = "H1"
+
+[paths.tx]
+loss_db = [1.0, 1.1]
+uncertainty_db = 0.05
+measured_on = 2026-11-02
+
+[sites.2.instruments.module_host]
+driver = "devantech.usb_iss:UsbIssCmisHost"
+resource = "ASRL/dev/ttyACM1::INSTR"
+serial_number = "H2"
+
+[sites.2.paths.tx]
+loss_db = [2.0, 2.1]
+uncertainty_db = 0.05
+measured_on = 2026-11-02
+"""
+
+
+def test_sites_override_roles_and_paths_and_share_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(MULTI)
+    config = load_station_config(path)
+    assert config.site_count == 2
+    one, two = config.for_site(1), config.for_site(2)
+    assert one.instruments["module_host"].serial_number == "H1"
+    assert two.instruments["module_host"].serial_number == "H2"
+    assert one.instruments["power_meter"] == two.instruments["power_meter"]  # shared
+    assert (one.path_loss_db("tx", 1), two.path_loss_db("tx", 1)) == (1.1, 2.1)
+    with pytest.raises(InputError, match="3 sites|has 2 sites"):
+        config.for_site(3)
+
+
+def test_site_numbers_must_be_contiguous(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(MULTI.replace("sites.2.", "sites.3."))
+    with pytest.raises(InputError) as caught:
+        load_station_config(path)
+    assert caught.value.field == "sites.2"
