@@ -18,8 +18,10 @@ __all__ = [
     "Bert",
     "DataPathState",
     "DiePosition",
+    "EndFaceImage",
     "ErrorCount",
     "EyeReadouts",
+    "InspectionMicroscope",
     "Instrument",
     "InstrumentIdentity",
     "LaserDiodeController",
@@ -271,6 +273,11 @@ class LaserDiodeController(Instrument, Protocol):
 
     def set_tec_output(self, enabled: bool) -> None: ...
 
+    def wait_tec_settled(self, tolerance_c: float = 0.1, timeout_s: float = 60.0) -> float:
+        """Wait until the TEC holds within +-`tolerance_c` of its setpoint; return the seconds
+        it took. Raises InstrumentStateError if it has not settled within `timeout_s`."""
+        ...
+
 
 # --- signal integrity -----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -437,4 +444,37 @@ class ThermalController(Instrument, Protocol):
 
     def settled(self, tolerance_c: float) -> bool:
         """Within `tolerance_c` of the setpoint and the controller's soak time has passed."""
+        ...
+
+
+# --- connector inspection -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EndFaceImage:
+    """One grey-scale image of one fibre's end face (IEC 61300-3-35 inspection)."""
+
+    image: np.ndarray  # shape (rows, cols), uint8 or uint16 grey levels, brighter = more light
+    um_per_pixel: float  # calibrated object-plane pixel pitch, the same along rows and columns
+    fibre: int  # fibre position in the connector, from 1
+
+
+@runtime_checkable
+class InspectionMicroscope(Instrument, Protocol):
+    """A fibre end-face inspection microscope whose tip, seated on a (multi-fibre) connector,
+    brings each of its fibres into view in turn."""
+
+    @property
+    def fibre_count(self) -> int:
+        """Fibre positions the fitted tip reaches (16 for an MPO-16 tip, 1 for a single fibre)."""
+        ...
+
+    def select_fibre(self, fibre: int) -> None:
+        """Bring fibre `fibre` (1..fibre_count) into view and wait until it is there."""
+        ...
+
+    def auto_focus(self) -> None:
+        """Focus on the fibre in view and wait until done; a fixed-focus model does nothing."""
+        ...
+
+    def capture(self) -> EndFaceImage:
+        """Acquire one image of the fibre in view."""
         ...

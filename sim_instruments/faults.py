@@ -15,7 +15,9 @@ class Fault:
 
     kind: "delay" (answer late by `seconds`), "no_reply" (swallow the reply), "garble" (corrupt
     the reply), "error" (queue SCPI error `code` instead of acting), "disconnect" (drop the
-    connection).
+    connection), "reset" (power-cycle: settings back to the *RST state, error queue emptied, every
+    open connection dropped, and no answers for `seconds` of wall time while it boots; SCPI socket
+    servers only).
     match: only commands whose header contains this text (case-insensitive); empty matches all.
     count: how many commands it applies to; 0 means every one until cleared.
     """
@@ -28,7 +30,7 @@ class Fault:
     count: int = 1
 
 
-KINDS = frozenset({"delay", "no_reply", "garble", "error", "disconnect"})
+KINDS = frozenset({"delay", "no_reply", "garble", "error", "disconnect", "reset"})
 
 
 class FaultPlan:

@@ -1,7 +1,8 @@
 """Simulated Keysight N7744C optical power meter: the subset of its SCPI set the driver uses.
 
 InGaAs detector with wavelength-dependent responsivity (a wrong wavelength setting reads wrong),
-noise that falls with averaging time, and a READ that takes its averaging time.
+noise that falls with averaging time, and a READ that takes its averaging time. With
+`TRIG:INP SME`, logging takes one sample per trigger from a tunable laser wired through the world.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from sim_instruments.light import DARK, Light
 from sim_instruments.scpi import ScpiDevice, ScpiError, block, parse_bool, parse_number, scpi
-from sim_instruments.world import World
+from sim_instruments.world import TriggerBurst, World
 
 _WAVELENGTH_UNITS = {"NM": 1e-9, "UM": 1e-6, "M": 1.0, "PM": 1e-12}
 _TIME_UNITS = {"S": 1.0, "MS": 1e-3, "US": 1e-6}
@@ -45,6 +46,11 @@ class SimN7744C(ScpiDevice):
         self.logging_started: list[float | None] = [None] * self.ports
         self.logging_light: list[Light] = [DARK] * self.ports
         self.logged: list[bytes | None] = [None] * self.ports  # the finished log, as stored
+        self.trigger_mode = ["IGN"] * self.ports  # TRIG:INP: IGN free-running, SME per trigger
+        # Triggered logging: the samples taken at each trigger so far, as (burst, times, watts).
+        self.triggered: list[list[tuple[TriggerBurst, np.ndarray, np.ndarray]] | None] = [
+            None
+        ] * self.ports
 
     def _port(self, suffixes: tuple[int, ...]) -> int:
         port = suffixes[0] if suffixes else 1
@@ -163,6 +169,7 @@ class SimN7744C(ScpiDevice):
         self.logging_started[port] = self.clock.now_s()
         self.logging_light[port] = self.world.light_at(f"power_meter:{port + 1}")
         self.logged[port] = None
+        self.triggered[port] = [] if self.trigger_mode[port] == "SME" else None
 
     @scpi("SENSe#:FUNCtion:STATe", query=True)
     def _function_state_query(self, s: tuple[int, ...], args: str) -> str:
@@ -171,17 +178,26 @@ class SimN7744C(ScpiDevice):
         if started is None:
             return "NONE,COMPLETE"
         points, averaging = self.logging[port]
-        done = self.clock.now_s() - started >= points * averaging
+        done = self._logging_done(port, started, points, averaging)
         return "LOGGING_STABILITY," + ("COMPLETE" if done else "PROGRESS")
+
+    def _logging_done(self, port: int, started: float, points: int, averaging: float) -> bool:
+        if self.triggered[port] is None:
+            return self.clock.now_s() - started >= points * averaging
+        times, _ = self._triggered_samples(port, points)
+        return len(times) == points and self.clock.now_s() >= times[-1] + averaging
 
     @scpi("SENSe#:FUNCtion:RESult", query=True)
     def _function_result(self, s: tuple[int, ...], args: str) -> bytes:
         port = self._port(s)
         started = self.logging_started[port]
         points, averaging = self.logging[port]
-        if started is None or self.clock.now_s() - started < points * averaging:
+        if started is None or not self._logging_done(port, started, points, averaging):
             raise ScpiError(-230, "Data corrupt or stale")
-        if self.logged[port] is None:
+        if self.logged[port] is None and self.triggered[port] is not None:
+            _, watts = self._triggered_samples(port, points)
+            self.logged[port] = block(watts.astype("<f4").tobytes())
+        elif self.logged[port] is None:
             self.logged[port] = block(self._logged_samples(port, points, averaging))
         return self.logged[port]
 
@@ -191,3 +207,50 @@ class SimN7744C(ScpiDevice):
         samples = power_w * (1.0 + self.rng.normal(0.0, 0.002 * shrink, points))
         samples += self.rng.normal(0.0, 2e-12 * shrink, points)
         return samples.astype("<f4").tobytes()
+
+    # --- trigger input: one logged sample per tunable-laser step trigger (TRIG:INP SME) ----------
+    @scpi("TRIGger#:INPut")
+    def _set_trigger_input(self, s: tuple[int, ...], args: str) -> None:
+        mode = {"IGN": "IGN", "IGNORE": "IGN", "SME": "SME", "SMEASURE": "SME"}.get(
+            args.strip().upper()
+        )
+        if mode is None:
+            raise ScpiError(-224, "Illegal parameter value")  # CME, MME... not simulated
+        self.trigger_mode[self._port(s)] = mode
+
+    @scpi("TRIGger#:INPut", query=True)
+    def _get_trigger_input(self, s: tuple[int, ...], args: str) -> str:
+        return self.trigger_mode[self._port(s)]
+
+    def trigger_input(self, burst: TriggerBurst) -> None:
+        """The rear trigger input, wired to a tunable laser's step-trigger output: every port
+        logging with `SME` takes one sample per trigger, of the light at that trigger's
+        wavelength (the middle of its averaging window, as the laser keeps sweeping)."""
+        with self.lock:
+            for port in range(self.ports):
+                chunks, started = self.triggered[port], self.logging_started[port]
+                if chunks is None or started is None:
+                    continue
+                points, averaging = self.logging[port]
+                need = points - len(self._triggered_samples(port, points)[0])
+                take = np.flatnonzero(burst.times_s >= started)[: max(need, 0)]
+                if len(take) == 0:
+                    continue
+                wavelengths = burst.wavelengths_nm[take] + burst.speed_nm_per_s * averaging / 2
+                path = self.world.laser_paths.get(f"power_meter:{port + 1}")
+                through = path(wavelengths) if path is not None else np.zeros(len(take))
+                told = _responsivity(self.wavelength_m[port] * 1e9)
+                power_w = burst.power_w * through * _responsivity(wavelengths) / told
+                shrink = math.sqrt(1e-3 / averaging)
+                power_w = power_w * (1.0 + self.rng.normal(0.0, 0.002 * shrink, len(take)))
+                power_w += self.rng.normal(0.0, 2e-12 * shrink, len(take))
+                chunks.append((burst, burst.times_s[take], power_w))
+
+    def _triggered_samples(self, port: int, points: int) -> tuple[np.ndarray, np.ndarray]:
+        """Times and powers of the triggered samples taken so far (a stopped sweep's later
+        triggers never came), at most `points`."""
+        chunks = self.triggered[port] or []
+        valid = [(times < burst.stop_s, times, watts) for burst, times, watts in chunks]
+        times = np.concatenate([t[ok] for ok, t, _ in valid] or [np.zeros(0)])
+        watts = np.concatenate([w[ok] for ok, _, w in valid] or [np.zeros(0)])
+        return times[:points], watts[:points]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
 from sim_instruments.clock import SimClock
 from sim_instruments.population import ModuleTruth
+from sim_instruments.transmitter import TxSignal, make_module_tx
 
 VENDOR_NAME = "SIMOPTICS"
 IDENTIFIER_OSFP = 0x19
@@ -57,6 +59,12 @@ class SimulatedModule:
         self._dp_ok = False
         self._ready_since: float | None = None
         self.rx_input_w = np.zeros(self.lanes)  # light arriving at each receiver, set by the world
+        #: set by a world with a receive path: the average power at each receiver now, W
+        self.rx_input_source: Callable[[], np.ndarray] | None = None
+        #: the transmitters' modulation truth (ER, bandwidth, noise, jitter, SMSR)
+        self.tx = make_module_tx(truth.serial, truth.design.name)
+        #: the case temperature now; a world with a thermal head replaces it
+        self.case_temperature_c: Callable[[], float] = lambda: self.ambient_c
         self._build_static()
 
     # --- static content -------------------------------------------------------------------
@@ -138,10 +146,22 @@ class SimulatedModule:
 
     # --- physics --------------------------------------------------------------------------------
     def internal_temperature_c(self) -> float:
+        case_c = self.case_temperature_c()
         if self._ready_since is None:
-            return self.ambient_c + 2.0
+            return case_c + 2.0
         heated = self.clock.now_s() - self._ready_since
-        return self.ambient_c + 2.0 + self.truth.self_heating_c * (1.0 - math.exp(-heated / 20.0))
+        return case_c + 2.0 + self.truth.self_heating_c * (1.0 - math.exp(-heated / 20.0))
+
+    def lane_signal(self, lane: int) -> TxSignal | None:
+        """The modulated light lane `lane` (0-based) launches now, or None when it is dark."""
+        with self.lock:
+            power = float(self.emitted_power_w()[lane])
+            if power <= 0:
+                return None
+            temperature = self.internal_temperature_c()
+            wavelength = float(self.lane_wavelengths_nm()[lane])
+            baud = self.truth.design.baud_rate_gbd * 1e9
+            return self.tx.lanes[lane].signal(power, wavelength, temperature, baud)
 
     def emitted_power_w(self) -> np.ndarray:
         """Average launch power of every lane now, in W (0 for a dark lane)."""
@@ -156,6 +176,12 @@ class SimulatedModule:
                     dbm = truth.tx_power_dbm - 0.006 * (temperature - 40.0)
                     out[lane] = 10 ** (dbm / 10.0) * 1e-3
             return out
+
+    def rx_outputs_active(self) -> list[bool]:
+        """Which lanes' receivers drive their host-side outputs (their data path is Activated)."""
+        with self.lock:
+            self._advance()
+            return [state == DP_ACTIVATED for state in self.data_path_states()]
 
     def lane_wavelengths_nm(self) -> np.ndarray:
         temperature = self.internal_temperature_c()
@@ -173,6 +199,8 @@ class SimulatedModule:
         for i in range(4):
             p11[i] = states[2 * i] | (states[2 * i + 1] << 4)
         power = self.emitted_power_w()
+        if self.rx_input_source is not None:
+            self.rx_input_w = self.rx_input_source()
         for lane, truth in enumerate(self.truth.lanes):
             tx = power[lane] * 10 ** (truth.ddm_tx_error_db / 10.0)
             bias = truth.threshold_a + power[lane] / truth.slope_w_per_a if power[lane] > 0 else 0.0

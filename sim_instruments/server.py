@@ -50,6 +50,7 @@ class ScpiSocketServer:
         self.host, self.port = self._listener.getsockname()[:2]
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._booting_until = 0.0  # after a "reset" fault: monotonic time the device answers again
         self._thread = threading.Thread(target=self._accept, name=f"sim-{role}", daemon=True)
 
     @property
@@ -108,11 +109,27 @@ class ScpiSocketServer:
             return True
         if fault is not None and fault.kind == "disconnect":
             return False
+        if fault is not None and fault.kind == "reset":
+            self._power_cycle(fault.seconds)
+            return False
+        if time.monotonic() < self._booting_until:
+            return True  # still booting: the command is lost
         replies = self.device.handle(message)
         if not replies:
             return True
         payload = b"".join((r if isinstance(r, bytes) else r.encode()) + b"\n" for r in replies)
         return self._send(conn, payload, fault)
+
+    def _power_cycle(self, boot_s: float) -> None:
+        """The instrument loses power mid-run: every connection drops, settings return to the
+        power-on (*RST) state, the error queue empties; it answers again after `boot_s`."""
+        with self.device.lock:
+            self.device.errors.clear()
+            self.device.reset()
+        self._booting_until = time.monotonic() + boot_s
+        for other in list(self._connections):
+            with contextlib.suppress(OSError):
+                other.shutdown(socket.SHUT_RDWR)
 
     def _send(self, conn: socket.socket, payload: bytes, fault: Fault | None) -> bool:
         if fault is not None:
@@ -166,6 +183,10 @@ class PtySerialServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        # Close only once the serving thread is gone: a closed descriptor number is reused by the
+        # next pty, and a thread still selecting on it would serve that pty's bytes to this device.
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -173,7 +194,7 @@ class PtySerialServer:
     def _serve(self) -> None:
         while not self._stopping.is_set():
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.2)
+                ready, _, _ = select.select([self._master], [], [], 0.05)
                 if not ready:
                     continue
                 data = os.read(self._master, 4096)

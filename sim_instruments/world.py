@@ -6,16 +6,25 @@ so every instrument that looks at a lane sees the same light, less the same loss
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sim_instruments.clock import SimClock
+from sim_instruments.els import ElsFixture, make_els
 from sim_instruments.light import DARK, Emission, Light, Port
 from sim_instruments.pluggable import SimulatedModule
 from sim_instruments.population import make_module, serial_rng
+from sim_instruments.rx_path import RxPath, SwitchView
+from sim_instruments.transmitter import TxSignal
+
+if TYPE_CHECKING:
+    from sim_instruments.wafer_station import WaferStation
 
 
 @dataclass
@@ -26,6 +35,17 @@ class SwitchState:
     routed: int = 1
     settled_at_s: float = 0.0
     route_error_db: float = 0.0
+
+
+@dataclass
+class TriggerBurst:
+    """The step triggers of one tunable-laser sweep, as its trigger output emits them."""
+
+    times_s: np.ndarray  # simulated time of each trigger, shape (points,)
+    wavelengths_nm: np.ndarray  # true wavelength of the light at each trigger, shape (points,)
+    power_w: float  # laser output power during the sweep (0 with the output off)
+    speed_nm_per_s: float
+    stop_s: float = math.inf  # set when the sweep is stopped early: later triggers never come
 
 
 @dataclass
@@ -43,6 +63,25 @@ class World:
     #: set by the bench builder: how this bench takes a DUT (module in a cage, wafer on a chuck)
     dut_inserter: Callable[[str, str], None] | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    #: the prober's chuck, wafer and probes, on a wafer bench
+    wafer: WaferStation | None = None
+    #: named optical ports -> power transmission (linear) from the bench's tunable laser, now,
+    #: at the given wavelengths (nm): what a triggered meter samples during a sweep
+    laser_paths: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    #: trigger inputs wired to the tunable laser's step-trigger output
+    trigger_inputs: list[Callable[[TriggerBurst], None]] = field(default_factory=list)
+    #: the ELS bench's fixture: an external laser source on a TEC plate (see `add_els_fixture`)
+    els: ElsFixture | None = None
+    #: loss of each leg of the tap coupler after the ELS bench's switch, dB
+    els_tap_loss_db: dict[str, float] = field(default_factory=dict)
+    #: the module bench's receive path: reference TX, attenuator, RX switch (see `add_rx_path`)
+    rx: RxPath | None = None
+    #: named ports carrying modulated light ("scope:1") -> the signal arriving there now, or None
+    signals: dict[str, Callable[[], TxSignal | None]] = field(default_factory=dict)
+    #: the DUT's case temperature now, when something (a thermal head) controls it
+    case_temperature_c: Callable[[], float] | None = None
+    #: loss of each leg of the splitter after the TX switch (see `add_tx_splitter`), dB
+    tx_splitter_loss_db: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, clock: SimClock, bench_id: str = "sim-module-bench-1") -> World:
@@ -67,14 +106,65 @@ class World:
             raise ValueError(f"bench {self.bench_id} takes no DUT")
         self.dut_inserter(serial, product)
 
+    def add_rx_path(self, switch_ports: int) -> SwitchView:
+        """The BERT drives a reference transmitter whose light passes the attenuator and a second
+        switch: port k feeds module RX lane k. Returns that switch, as its twin sees it."""
+        switch_rng = self.bench_rng("rx-switch")
+        rx_switch = SwitchState(switch_ports, switch_rng.uniform(0.55, 0.95, switch_ports))
+        rng = self.bench_rng("rx-path")
+        self.rx = RxPath.build(self.clock, rng, rx_switch, lambda: self.module)
+        for lane in range(1, 9):
+            self.ports[f"module_rx:{lane}"] = functools.partial(self.rx.light_at_module_rx, lane)
+        return SwitchView(self.clock, rx_switch, self.lock, self.rng)
+
     def insert_module(self, serial: str, product: str) -> SimulatedModule:
         with self.lock:
             self.module = SimulatedModule(make_module(serial, product), self.clock)
+            if self.rx is not None:
+                self.module.rx_input_source = self.rx.input_w
+            if self.case_temperature_c is not None:
+                self.module.case_temperature_c = self.case_temperature_c
             return self.module
 
     def remove_dut(self) -> None:
         with self.lock:
             self.module = None
+            if self.els is not None:
+                self.els.unmount()
+            if self.wafer is not None:
+                self.wafer.unload()
+
+    def fire_triggers(self, burst: TriggerBurst) -> None:
+        """Deliver a sweep's step triggers to every trigger input wired to the laser."""
+        for trigger_input in list(self.trigger_inputs):
+            trigger_input(burst)
+
+    def add_els_fixture(self, ports: int) -> None:
+        """Laser k of the ELS reaches switch port k through its output pigtail and a jumper; the
+        switch's common port feeds a 90/10 tap coupler: 90 % to power meter channel 1, 10 % to
+        the OSA. The fixture relays the laser diode controller to the laser the switch selects."""
+        rng = self.bench_rng("els-switch")
+        self.jumper_loss_db = rng.uniform(0.15, 0.35, ports)
+        self.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
+        self.els = ElsFixture(self.clock)
+        tap = self.bench_rng("els-tap")
+        self.els_tap_loss_db = {
+            "power_meter:1": float(tap.uniform(0.55, 0.75)),
+            "osa": float(tap.uniform(10.2, 10.7)),
+        }
+        for leg, loss_db in self.els_tap_loss_db.items():
+            self.ports[leg] = functools.partial(self.els_at_switch_common, loss_db)
+
+    def insert_els(self, serial: str, product: str) -> None:
+        assert self.els is not None
+        with self.lock:
+            self.els.mount(make_els(serial, product))
+
+    def els_path_loss_db(self, laser: int, port: str = "power_meter:1") -> float:
+        """Loss from laser `laser`'s (0-based) output fibre to `port` (a leg of the tap)."""
+        assert self.switch is not None
+        through_switch = self.jumper_loss_db[laser] + self.switch.port_loss_db[laser]
+        return float(through_switch + self.els_tap_loss_db[port])
 
     # --- switch ---------------------------------------------------------------------------------
     def route_switch(self, port: int, switching_time_s: float) -> None:
@@ -110,3 +200,52 @@ class World:
             loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
             wavelength = float(module.lane_wavelengths_nm()[lane])
             return (Emission(wavelength, float(emitted)).attenuated(float(loss_db)),)
+
+    def els_at_switch_common(self, extra_loss_db: float = 0.0) -> Light:
+        """The ELS laser the switch selects, at the switch's common port less `extra_loss_db` (a
+        leg of the tap); dark unless that laser is driven."""
+        with self.lock:
+            switch, els = self.switch, self.els
+            if switch is None or els is None or self.switch_settling_s() > 0:
+                return DARK
+            laser = switch.routed - 1
+            emission = els.emission(laser)
+            if emission is None:
+                return DARK
+            through_switch = self.jumper_loss_db[laser] + switch.port_loss_db[laser]
+            loss_db = float(through_switch) + switch.route_error_db + extra_loss_db
+            return (emission.attenuated(loss_db),)
+
+    # --- TX splitter: one lane, three instruments -----------------------------------------------
+    def add_tx_splitter(self) -> None:
+        """A fixed 1x3 splitter (50/25/25 with excess loss and patch cords) after the TX switch's
+        common port feeds scope channel 1, power meter channel 1 and the OSA."""
+        rng = self.bench_rng("tx-splitter")
+        self.tx_splitter_loss_db = {
+            "scope:1": float(rng.uniform(3.2, 3.6)),
+            "power_meter:1": float(rng.uniform(6.3, 6.8)),
+            "osa": float(rng.uniform(6.3, 6.8)),
+        }
+        for leg, loss_db in self.tx_splitter_loss_db.items():
+            self.signals[leg] = functools.partial(self.module_tx_signal_at_switch_common, loss_db)
+            self.ports[leg] = functools.partial(self._tx_leg_light, loss_db)
+
+    def module_tx_signal_at_switch_common(self, extra_loss_db: float = 0.0) -> TxSignal | None:
+        """The routed module TX lane's modulated light at the switch's common port, less
+        `extra_loss_db` (a splitter leg); None when dark."""
+        with self.lock:
+            switch, module = self.switch, self.module
+            if switch is None or module is None or self.switch_settling_s() > 0:
+                return None
+            lane = switch.routed - 1
+            if lane >= module.lanes:
+                return None
+            signal = module.lane_signal(lane)
+            if signal is None:
+                return None
+            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
+            return signal.attenuated(float(loss_db) + extra_loss_db)
+
+    def _tx_leg_light(self, loss_db: float) -> Light:
+        signal = self.module_tx_signal_at_switch_common(loss_db)
+        return DARK if signal is None else (signal.emission(),)

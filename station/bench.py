@@ -119,3 +119,54 @@ def open_bench(
         bench.close()
         raise
     return bench
+
+
+def open_sites(
+    config: StationConfig,
+    roles: Iterable[str],
+    resources: dict[tuple[str, int], str] | None = None,
+) -> tuple[OpenBench, list[dict[str, Instrument]], list[tuple[InstrumentRecord, ...]]]:
+    """Open every site's instruments; an instrument several sites name is opened once and shared.
+
+    `resources` replaces resource strings by (role, site). Returns the bench owning every open
+    instrument, each site's role map, and each site's instrument records.
+    """
+    roles = list(roles)
+    bench = OpenBench()
+    opened: dict[tuple[str, str], tuple[Instrument, InstrumentRecord]] = {}
+    site_maps: list[dict[str, Instrument]] = []
+    site_records: list[tuple[InstrumentRecord, ...]] = []
+    try:
+        for site in range(1, config.site_count + 1):
+            view = config.for_site(site)
+            missing = [role for role in roles if role not in view.instruments]
+            if missing:
+                raise InputError(
+                    config.path,
+                    f"sites.{site}.instruments.{missing[0]}",
+                    None,
+                    "the sequence needs this role but the site has none",
+                )
+            site_map, records = {}, []
+            for role in roles:
+                spec = view.instruments[role]
+                resource = (resources or {}).get((role, site), spec.resource)
+                key = (spec.driver, resource)
+                if key not in opened:
+                    single = open_bench(
+                        StationConfig(config.path, config.station_id, {role: spec}),
+                        [role],
+                        {role: resource},
+                    )
+                    opened[key] = (single.instruments[role], single.records[0])
+                    bench.instruments[f"{role}@{site}"] = single.instruments[role]
+                    bench.records.append(single.records[0])
+                device, record = opened[key]
+                site_map[role] = device
+                records.append(record)
+            site_maps.append(site_map)
+            site_records.append(tuple(records))
+    except BaseException:
+        bench.close()
+        raise
+    return bench, site_maps, site_records

@@ -14,7 +14,8 @@ STDLIB = set(sys.stdlib_module_names)
 # package -> top-level names it may import besides the standard library and itself
 ALLOWED = {
     "sequences": {"station", "drivers.interfaces", "numpy"},
-    "station": {"drivers", "numpy", "pandas", "scipy", "sqlalchemy", "rich"},
+    "station": {"drivers", "numpy", "pandas", "scipy", "sqlalchemy", "rich", "alembic", "pyarrow",
+                "matplotlib"},
     "station.analysis": {"numpy", "pandas", "scipy"},
     "drivers": {"pyvisa", "pyvisa_py", "serial", "numpy"},
     "sim_instruments": {"numpy"},

@@ -3,7 +3,8 @@
 Command set: Keysight N77xx Series Optical Power Meters Programming Guide, SENSe / READ / FETCh
 subsystems (`SENSe[n]:POWer:WAVelength`, `:ATIMe`, `:UNIT`, `READ[n]:POWer?`) and the logging
 function (`SENSe[n]:FUNCtion:PARameter:LOGGing`, `:FUNCtion:STATe`, `:FUNCtion:RESult?`, a
-binary block of little-endian float32 in W).
+binary block of little-endian float32 in W), with the trigger input (`TRIGger[n]:INPut SME|IGN`:
+one logged sample per input trigger, or free-running).
 """
 
 from __future__ import annotations
@@ -106,10 +107,15 @@ class N7744C(ScpiInstrument):
     # --- logging: many samples at a fixed averaging time, read back as one block ----------------
     max_logging_points: ClassVar[int] = 1_000_000
 
-    def start_logging(self, channel: int, points: int, averaging_time_s: float) -> None:
+    def start_logging(
+        self, channel: int, points: int, averaging_time_s: float, *, triggered: bool = False
+    ) -> None:
+        """Log `points` samples; with `triggered`, one sample per trigger input (`TRIG:INP SME`,
+        a tunable laser's step trigger), else free-running (`IGN`)."""
         if not 1 <= points <= self.max_logging_points:
             raise ValueError(f"points {points} is outside 1..{self.max_logging_points}")
         self.channel(channel)
+        self.write(f"TRIG{channel}:INP {'SME' if triggered else 'IGN'}")
         self.write(f"SENS{channel}:FUNC:PAR:LOGG {points},{averaging_time_s:.6g}")
         self.write(f"SENS{channel}:FUNC:STAT LOGG,STAR")
 

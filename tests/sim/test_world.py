@@ -49,6 +49,7 @@ def test_meter_reads_module_launch_power_less_path_loss_and_ddm_agrees(bench: Si
             read_dbm = _watts_to_dbm(meter.read_power_w(1))
             launched_dbm = _watts_to_dbm(world.module.emitted_power_w()[lane - 1])
             loss = world.jumper_loss_db[lane - 1] + world.switch.port_loss_db[lane - 1]
+            loss += world.tx_splitter_loss_db.get("power_meter:1", 0.0)  # TX splitter's meter leg
             assert read_dbm == pytest.approx(launched_dbm - loss, abs=0.1)
             ddm_dbm = _watts_to_dbm(host.monitors().tx_power_w[lane - 1])
             assert ddm_dbm == pytest.approx(launched_dbm, abs=1.0)  # DDM is only +-1 dB-ish

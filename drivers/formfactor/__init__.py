@@ -1,0 +1,1 @@
+"""FormFactor (Cascade Microtech) wafer probers."""

@@ -1,0 +1,1 @@
+"""ILX Lightwave (now Newport) laser diode and TEC controllers."""

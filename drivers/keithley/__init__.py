@@ -1,0 +1,1 @@
+"""Keithley (Tektronix) source-measure units."""

@@ -1,0 +1,1 @@
+"""Temptronic (inTEST Thermal Solutions) ThermoStream temperature forcing systems."""

@@ -1,0 +1,1 @@
+"""Yokogawa optical spectrum analysers."""
