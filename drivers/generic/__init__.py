@@ -1,0 +1,1 @@
+"""Instruments whose command set follows SCPI conventions without a confirmed vendor manual."""
