@@ -1,10 +1,9 @@
-"""The physical end faces an inspection microscope looks at: the DUT's MPO receptacle and the
-station's MPO jumper, with loose contamination, pits and scratches, and how they render.
+"""The physical end faces an inspection microscope looks at (the DUT's MPO receptacle, the
+station's MPO jumper): seeded dirt and damage, cleaning, and rendering them as the sensor sees.
 
-Each connector is made from its id (`serial_rng`), so the same module always arrives with the
-same dirt and the same damage; cleaning removes loose particles (most of the time) but never pits
-or scratches. Rendering is numpy only, vectorised over pixels: fibre, epoxy ring and textured
-ferrule, soft (defocus-dependent) edges, vignetted illumination, shot and read noise.
+The same module always arrives with the same dirt and damage (`serial_rng`); cleaning removes loose
+particles (most of the time), never pits or scratches. Rendering is numpy only, vectorised over
+pixels.
 """
 
 from __future__ import annotations
@@ -422,17 +421,20 @@ class EndFaceFixture:
 
     def connector(self, name: str) -> Connector | None:
         """The connector `name`, or None when there is none (no module in the cage)."""
-        if name == "jumper":
-            return self.jumper
+        with self.lock:
+            dut = self._dut()
+            return self.jumper if name == "jumper" else dut
+
+    def _dut(self) -> Connector | None:
+        # The module in the cage decides; a module seen for the first time was just mated.
         module = self.world.module
         if module is None:
             return None
         key = (module.truth.design.name, module.truth.serial)
-        with self.lock:
-            if key not in self._duts:
-                self._duts[key] = make_connector("dut", f"dut/{key[0]}/{key[1]}")
-                self._jumper_handled(key[1])
-            return self._duts[key]
+        if key not in self._duts:
+            self._duts[key] = make_connector("dut", f"dut/{key[0]}/{key[1]}")
+            self._jumper_handled(key[1])
+        return self._duts[key]
 
     def _jumper_handled(self, serial: str) -> None:
         # Unmating the last DUT and mating the next can leave dust on the jumper.

@@ -178,8 +178,8 @@ class SimScpiEndfaceMicroscope(ScpiDevice):
                 defocus_um=defocus,
                 lens_debris=tuple(self.lens_debris),
             )
-        shift = self.optics.bits - self.bits
-        self.frame = frame >> shift if shift > 0 else frame << -shift
+        # UINT,8 keeps the sensor's top 8 bits; UINT,16 carries its counts as they are.
+        self.frame = frame >> (self.optics.bits - 8) if self.bits == 8 else frame
         self._start(EXPOSURE_S + READOUT_S)
 
     @scpi("FETCh:IMAGe", query=True)

@@ -13,7 +13,8 @@ FETCh, FORMat), to be mapped onto the real instrument's interface when one is ch
     SENSe:FOCus:POSition <um> | ?      focus drive position in um
     SENSe:IMAGe:SIZE?                  "<rows>,<cols>"
     SENSe:IMAGe:SCALe?                 calibrated pixel pitch in um
-    FORMat:DATA UINT,8|UINT,16 | ?     image transfer format (16: little-endian)
+    FORMat:DATA UINT,8|UINT,16 | ?     transfer format: the sensor's top 8 bits, or its counts
+                                       unscaled in 16-bit little-endian words
     INITiate                           expose one frame (overlapped; *OPC? waits)
     FETCh:IMAGe?                       the frame as an IEEE 488.2 definite-length block, row-major
 

@@ -1,9 +1,5 @@
 """IEC 61300-3-35 end-face acceptance criteria as data: zones and the scratches and defects each
-zone allows, one table per connector variant, for `station.analysis.endface` to grade against.
-
-The numbers follow ../shared/DOMAIN.md section 9 (which summarises IEC 61300-3-35); an engineer
-corrects them here, in the tables, never in the grading code. Rows marked "unverified" in a
-`note` were not confirmed against the standard's text.
+zone allows, one table per connector variant (an engineer corrects the numbers here, not code).
 """
 
 from __future__ import annotations
@@ -52,6 +48,9 @@ class ZoneCriteria:
 @dataclass(frozen=True, slots=True)
 class FaceCriteria:
     """The acceptance table of one connector variant.
+
+    The numbers follow ../shared/DOMAIN.md section 9, which summarises IEC 61300-3-35; they were
+    not checked against the standard's own text.
 
     Attributes:
         name: What the table is, for the record.

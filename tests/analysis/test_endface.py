@@ -69,6 +69,11 @@ def at(radius_um: float, angle_deg: float) -> tuple[float, float]:
     return radius_um * math.cos(a), radius_um * math.sin(a)
 
 
+def spot(radius_um: float, angle_deg: float, diameter_um: float) -> Defect:
+    """A defect of `diameter_um` centred `radius_um` from the axis, at `angle_deg`."""
+    return (*at(radius_um, angle_deg), diameter_um)
+
+
 def chord(offset_um: float, angle_deg: float, half_length_um: float, width_um: float) -> Line:
     """A straight scratch `offset_um` from the axis, along direction `angle_deg`."""
     a = math.radians(angle_deg)
@@ -77,7 +82,7 @@ def chord(offset_um: float, angle_deg: float, half_length_um: float, width_um: f
     return (cx - dx, cy - dy, cx + dx, cy + dy, width_um)
 
 
-# --- location ------------------------------------------------------------------------------------
+# --- location -----------------------------------------------------------------------------------
 def test_locates_an_off_centre_fibre_and_measures_its_cladding() -> None:
     stack = np.stack([face(offset_um=(18.0, -11.0)), face(offset_um=(-7.5, 14.25), seed=1)])
     location = locate_fibres(stack, SCALE_UM)
@@ -96,7 +101,7 @@ def test_an_image_without_a_fibre_is_not_located_and_does_not_pass() -> None:
     assert "not found" in grades.failures(0)[0]
 
 
-# --- clean faces -----------------------------------------------------------------------------------
+# --- clean faces --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 def test_clean_faces_pass_with_no_feature(name: str) -> None:
     stack = np.stack([face(offset_um=(5.0 * k - 10.0, 3.0 * k), seed=k) for k in range(5)])
@@ -111,7 +116,7 @@ def test_a_grainy_mpo_ferrule_outside_the_graded_zones_is_ignored() -> None:
     assert grades.passed.all() and len(grades.features) == 0
 
 
-# --- sizes -----------------------------------------------------------------------------------------
+# --- sizes --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("diameter_um", "radius_um", "zone"),
     [(2.0, 0.0, "A"), (3.0, 8.0, "A"), (2.5, 20.0, "B"), (4.5, 35.0, "B"), (7.0, 48.0, "B"),
@@ -121,7 +126,9 @@ def test_defects_are_sized_within_1_um_and_placed_in_their_zone(
     diameter_um: float, radius_um: float, zone: str
 ) -> None:
     centre = at(radius_um, 37.0)
-    grades = grade_endfaces(face((centre + (diameter_um,),), offset_um=(6.0, -4.0)), SCALE_UM, SM_PC)
+    grades = grade_endfaces(
+        face((spot(radius_um, 37.0, diameter_um),), offset_um=(6.0, -4.0)), SCALE_UM, SM_PC
+    )
     f = grades.features
     assert len(f) == 1
     assert not f.is_scratch[0]
@@ -142,7 +149,7 @@ def test_scratches_are_recognised_and_their_width_measured_within_1_um(width_um:
     assert MPO_SM_APC.zones[f.zone[0]].name == "B"
 
 
-# --- grades ----------------------------------------------------------------------------------------
+# --- grades -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("criteria", [SM_PC, MPO_SM_APC], ids=["pc", "mpo-apc"])
 def test_a_wide_scratch_across_zone_b_fails(criteria) -> None:
     grades = grade_endfaces(face(scratches=(chord(35.0, -60.0, 30.0, 4.0),)), SCALE_UM, criteria)
@@ -159,28 +166,28 @@ def test_a_fine_scratch_across_zone_b_passes() -> None:
 
 
 def test_particles_only_in_zone_c_pass_under_pc_criteria() -> None:
-    particles = (at(59.0, 10.0) + (2.5,), at(66.0, 130.0) + (2.5,), at(66.0, 250.0) + (2.0,))
+    particles = (spot(59.0, 10.0, 2.5), spot(66.0, 130.0, 2.5), spot(66.0, 250.0, 2.0))
     grades = grade_endfaces(face(particles), SCALE_UM, SM_PC)
     assert grades.passed[0]
     counted = grades.features.zone[grades.features.counted]
     assert len(counted) == 3 and (counted == 2).all()  # zone C
     # The same particles moved into zone B: two of them are 2-5 um, which B allows (up to 5)...
-    assert grade_endfaces(face(tuple(at(40.0, a) + (3.0,) for a in (10, 130, 250))), SCALE_UM,
+    assert grade_endfaces(face(tuple(spot(40.0, a, 3.0) for a in (10, 130, 250))), SCALE_UM,
                           SM_PC).passed[0]  # fmt: skip
     # ...and a 6 um one fails B.
-    assert not grade_endfaces(face((at(40.0, 80.0) + (6.0,),)), SCALE_UM, SM_PC).passed[0]
+    assert not grade_endfaces(face((spot(40.0, 80.0, 6.0),)), SCALE_UM, SM_PC).passed[0]
 
 
 @pytest.mark.parametrize(("count", "passes"), [(5, True), (6, False)])
 def test_zone_b_allows_five_defects_of_2_to_5_um(count: int, passes: bool) -> None:
-    particles = tuple(at(30.0 + 3.0 * k, 60.0 * k) + (3.5,) for k in range(count))
+    particles = tuple(spot(30.0 + 3.0 * k, 60.0 * k, 3.5) for k in range(count))
     grades = grade_endfaces(face(particles), SCALE_UM, MPO_SM_APC)
     assert grades.defect_count[0, 1] == count
     assert grades.passed[0] == passes
 
 
 def test_any_defect_in_zone_a_fails() -> None:
-    grades = grade_endfaces(face((at(6.0, 200.0) + (2.5,),)), SCALE_UM, MPO_SM_APC)
+    grades = grade_endfaces(face((spot(6.0, 200.0, 2.5),)), SCALE_UM, MPO_SM_APC)
     assert list(grades.zone_passed[0]) == [False, True]
     (reason,) = grades.failures(0)
     assert reason.startswith("zone A: 1 defects (") and "defects of any size: at most 0" in reason
@@ -207,9 +214,9 @@ def test_a_scratch_wider_than_3_um_in_apc_zone_a_fails() -> None:
 def test_a_stack_grades_each_face_as_if_alone() -> None:
     faces = [
         face(seed=1),
-        face((at(40.0, 80.0) + (6.0,),), seed=2, offset_um=(-12.0, 8.0)),
+        face((spot(40.0, 80.0, 6.0),), seed=2, offset_um=(-12.0, 8.0)),
         face(scratches=(chord(35.0, -60.0, 30.0, 4.0),), seed=3),
-        face((at(5.0, 10.0) + (3.0,),), scratches=(chord(-20.0, 30.0, 20.0, 1.2),), seed=4),
+        face((spot(5.0, 10.0, 3.0),), scratches=(chord(-20.0, 30.0, 20.0, 1.2),), seed=4),
     ]
     together = grade_endfaces(np.stack(faces), SCALE_UM, SM_PC)
     np.testing.assert_array_equal(together.passed, [True, False, False, False])
@@ -226,7 +233,7 @@ def test_a_stack_grades_each_face_as_if_alone() -> None:
 
 
 def test_sixteen_bit_and_float_images_grade_like_eight_bit() -> None:
-    image = face((at(30.0, 10.0) + (6.0,),))
+    image = face((spot(30.0, 10.0, 6.0),))
     eight = grade_endfaces(image, SCALE_UM)
     sixteen = grade_endfaces(image.astype(np.uint16) * 16, SCALE_UM)
     floats = grade_endfaces(image / 255.0, SCALE_UM)
@@ -235,7 +242,7 @@ def test_sixteen_bit_and_float_images_grade_like_eight_bit() -> None:
         np.testing.assert_allclose(other.features.size_um, eight.features.size_um, atol=0.05)
 
 
-# --- the table is data ---------------------------------------------------------------------------
+# --- the table is data --------------------------------------------------------------------------
 def test_criteria_tables_follow_the_domain_summary() -> None:
     a, b = MPO_SM_APC.zones
     assert (a.outer_diameter_um, b.outer_diameter_um) == (25.0, 115.0)
@@ -245,7 +252,7 @@ def test_criteria_tables_follow_the_domain_summary() -> None:
     assert b.defects == (CountLimit(2.0, 5.0, 5), CountLimit(5.0, math.inf, 0))
 
 
-# --- bad input -------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("images", "scale", "match"),
     [
