@@ -23,8 +23,8 @@ from station.config import StationConfig
 from station.engine import RunEngine, StepContext
 from station.events import EventBus
 from station.limits import load_limits
-from station.sequence import Sequence, Step, step
 from station.results.store import ResultsStore
+from station.sequence import Sequence, Step, step
 
 HERE = Path(__file__).resolve().parent
 OPENHTF = "openhtf==1.6.3"

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from drivers.base import InstrumentIdentity
+from drivers.errors import InstrumentError  # the root of every error an instrument raises
 
 __all__ = [
     "Attenuator",
@@ -23,6 +24,7 @@ __all__ = [
     "EyeReadouts",
     "InspectionMicroscope",
     "Instrument",
+    "InstrumentError",
     "InstrumentIdentity",
     "LaserDiodeController",
     "ModuleHost",
@@ -248,6 +250,10 @@ class SourceMeter(Instrument, Protocol):
         """Staircase voltage sweep; returns (voltage_v, current_a), each shape (points,)."""
         ...
 
+    def use_rear_terminals(self, rear: bool) -> None:
+        """Source and measure on the rear (True) or front (False) terminals; output off first."""
+        ...
+
 
 @runtime_checkable
 class LaserDiodeController(Instrument, Protocol):
@@ -302,6 +308,11 @@ class Bert(Instrument, Protocol):
 
     @property
     def lane_count(self) -> int: ...
+
+    @property
+    def baud_range_gbd(self) -> tuple[float, float]:
+        """Lowest and highest symbol rate (GBd) the generator and detectors run at."""
+        ...
 
     def configure(self, modulation: str, pattern: str, baud_rate_gbd: float) -> None:
         """modulation "NRZ" or "PAM4"; pattern e.g. "PRBS13Q", "PRBS31Q", "PRBS31"."""
@@ -419,6 +430,10 @@ class WaferProber(Instrument, Protocol):
 
     def step_to_die(self, column: int, row: int) -> DiePosition: ...
 
+    def die_pitch_um(self) -> tuple[float, float]:
+        """The die pitch (index) the prober's map steps by, x and y in um."""
+        ...
+
     def contact(self) -> None: ...
 
     def separate(self) -> None: ...
@@ -444,6 +459,11 @@ class ThermalController(Instrument, Protocol):
 
     def settled(self, tolerance_c: float) -> bool:
         """Within `tolerance_c` of the setpoint and the controller's soak time has passed."""
+        ...
+
+    def configure(self, *, window_c: float = 1.0, soak_time_s: int = 30) -> None:
+        """Regulate the DUT sensor (e.g. a module case thermocouple) and count it settled once
+        it has stayed within `window_c` of the setpoint for `soak_time_s`."""
         ...
 
 

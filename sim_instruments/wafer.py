@@ -60,6 +60,10 @@ WAFER_PRODUCTS: dict[str, WaferDesign] = {
     "CPO-PIC-C1": WaferDesign(
         "CPO-PIC-C1", gc_centre_nm=1550.0, ring_resonance_nm=1550.0, ring_fsr_nm=9.0
     ),
+    # The A1 test cell on a 300 mm wafer of smaller dies: 1,124 dies, for wafer-scale yield.
+    "CPO-PIC-B1": WaferDesign(
+        "CPO-PIC-B1", diameter_mm=300.0, edge_exclusion_mm=3.0, pitch_x_mm=7.5, pitch_y_mm=7.5
+    ),
 }
 
 

@@ -59,6 +59,12 @@ class StationConfig:
     def site_count(self) -> int:
         return max(self.sites, default=1)
 
+    def replicated(self, sites: int) -> StationConfig:
+        """This single-site station copied to `sites` identical sites (a simulated bench builds
+        every site like the first: same instruments, serial numbers and path losses)."""
+        copies = {site: (dict(self.instruments), dict(self.paths)) for site in range(2, sites + 1)}
+        return StationConfig(self.path, self.station_id, self.instruments, self.paths, copies)
+
     def for_site(self, site: int) -> StationConfig:
         """The view one site has: its own instruments and paths over the shared ones."""
         if not 1 <= site <= self.site_count:

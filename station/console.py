@@ -36,20 +36,24 @@ STYLE = {
 class ProgressPrinter:
     """Subscriber: one line per step as it starts and ends."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, multi_site: bool = False) -> None:
         self.console = console
-        self.total_steps = 0
+        self.multi_site = multi_site
+        self._site: dict[str, str] = {}  # run id -> "site N " prefix
 
     def __call__(self, event: object) -> None:
         if isinstance(event, RunStarted):
+            self._site[event.run_id] = f"site {event.site} " if self.multi_site else ""
             self.console.print(
-                f"run {event.run_id}: {event.sequence} {event.product} "
+                f"{self._site[event.run_id]}run {event.run_id}: {event.sequence} {event.product} "
                 f"serial {event.dut_serial} on {event.station_id}"
             )
         elif isinstance(event, StepStarted):
-            self.console.print(f"  [{event.index + 1}] {event.step} ...", highlight=False)
+            site = self._site.get(event.run_id, "")
+            self.console.print(f"  {site}[{event.index + 1}] {event.step} ...", highlight=False)
         elif isinstance(event, StepEnded):
-            text = Text(f"  [{event.index + 1}] {event.step} ")
+            site = self._site.get(event.run_id, "")
+            text = Text(f"  {site}[{event.index + 1}] {event.step} ")
             text.append(str(event.outcome), style=STYLE[event.outcome])
             text.append(f" ({event.duration_s:.2f} s)")
             if event.error:
@@ -57,7 +61,7 @@ class ProgressPrinter:
             self.console.print(text)
 
 
-def _format(value: float | int | str) -> str:
+def format_value(value: float | int | str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -66,7 +70,7 @@ def _format(value: float | int | str) -> str:
 
 
 def _cell(m: MeasurementRecorded) -> Text:
-    value = _format(m.value)
+    value = format_value(m.value)
     style = STYLE[m.outcome] if m.outcome != Outcome.PASS else ("yellow" if m.marginal else "")
     return Text(str(value) + ("*" if m.marginal else ""), style=style)
 

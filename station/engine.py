@@ -16,9 +16,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from station.events import (
     SafeStateApplied,
     StepEnded,
     StepStarted,
+    UnitCompleted,
 )
 from station.limits import DUT_SERIAL, LimitsFile, Product
 from station.outcome import Outcome, worst
@@ -105,6 +106,23 @@ class Arbiter:
                 lock.release()
 
 
+@dataclass(frozen=True)
+class RunParameters:
+    """Typed options of one run, chosen by the operator (`station run --corners ...`) and read by
+    steps as `ctx.parameters`; a step records what it used. None means the sequence's default."""
+
+    #: case temperatures (degC) to test at
+    corners_c: tuple[float, ...] | None = None
+
+
+@runtime_checkable
+class PlannedSequence(Protocol):
+    """A sequence whose steps depend on the run's parameters (one group of steps per corner,
+    say); its `steps` stay the union, from which roles and limits are checked."""
+
+    def steps_for(self, parameters: RunParameters) -> tuple[Step, ...]: ...
+
+
 class StepContext:
     """What a step sees: its instruments (by role), the DUT, the product, and `measure`."""
 
@@ -113,7 +131,9 @@ class StepContext:
         "_engine",
         "_instruments",
         "_prompt_open",
+        "_unit_from",
         "attempt",
+        "completed_units",
         "die",
         "dut_serial",
         "outcomes",
@@ -139,6 +159,9 @@ class StepContext:
         self._prompt_open = False
         #: wafer runs: the (column, row) of the die being tested; measurements carry it
         self.die: tuple[int, int] | None = None
+        #: units (dies) a resumed run completed before: a step skips them (see `checkpoint`)
+        self.completed_units: frozenset[str] = engine._completed_units
+        self._unit_from = 0  # outcomes[_unit_from:] belong to the unit in progress
 
     # --- cancellation ------------------------------------------------------------------------
     def check_cancelled(self) -> None:
@@ -172,6 +195,17 @@ class StepContext:
 
     def path_loss_db(self, path: str, index: int) -> float:
         return self.station.path_loss_db(path, index)
+
+    @property
+    def parameters(self) -> RunParameters:
+        """The run's typed parameters (e.g. the temperature corners asked for)."""
+        return self._engine.parameters
+
+    @property
+    def limits(self) -> LimitsFile:
+        """The product's limits file: a part's ratings (a maximum drive current) and its bin
+        table. Judging stays the engine's: steps record, they do not compare."""
+        return self._engine.limits
 
     # --- recording ------------------------------------------------------------------------------
     def measure(
@@ -241,6 +275,38 @@ class StepContext:
             )
         )
 
+    def checkpoint(
+        self,
+        unit: str,
+        *,
+        die: tuple[int, int] | None = None,
+        hard_bin: int | None = None,
+        soft_bin: int | None = None,
+        bin_name: str | None = None,
+    ) -> Outcome:
+        """Mark `unit` (a die, a laser) complete: the store commits everything recorded since the
+        last checkpoint with it, as at a step's end, and a resumed run lists it in
+        `completed_units`. The step's timeout starts again: in a step of many units it bounds
+        each unit. Returns the unit's outcome (the worst of its measurements)."""
+        self.check_cancelled()
+        outcome = worst(self.outcomes[self._unit_from :])
+        self._unit_from = len(self.outcomes)
+        self._engine.bus.emit(
+            UnitCompleted(
+                self.run_id,
+                self.step.name,
+                unit,
+                outcome,
+                die_x=die[0] if die else None,
+                die_y=die[1] if die else None,
+                hard_bin=hard_bin,
+                soft_bin=soft_bin,
+                bin_name=bin_name,
+            )
+        )
+        self._deadline = time.monotonic() + self.step.timeout_s
+        return outcome
+
     def attribute(self, name: str, value: object) -> None:
         """Record a fact that is not judged (firmware version, settle time, ...)."""
         self.check_cancelled()
@@ -285,12 +351,15 @@ class RunResult:
 
 
 class _Collector:
-    def __init__(self) -> None:
+    """This run's measurements, off a bus other sites' runs may share."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
         self.measurements: list[MeasurementRecorded] = []
 
     def __call__(self, event: object) -> None:
-        if type(event) is MeasurementRecorded:
-            self.measurements.append(event)
+        if type(event) is MeasurementRecorded and event.run_id == self.run_id:  # type: ignore[attr-defined]
+            self.measurements.append(event)  # type: ignore[arg-type]
 
 
 class RunEngine:
@@ -312,6 +381,7 @@ class RunEngine:
         prompter: Prompter | None = None,
         shared_roles: frozenset[str] = frozenset(),
         arbiter: Arbiter | None = None,
+        parameters: RunParameters | None = None,
     ) -> None:
         if mode not in ("production", "characterisation"):
             raise ValueError(f"mode {mode!r} is not production or characterisation")
@@ -328,8 +398,10 @@ class RunEngine:
         self.prompter: Prompter = prompter or no_operator
         self.shared_roles = shared_roles  # instruments other sites use too
         self.arbiter = arbiter or Arbiter()
+        self.parameters = parameters or RunParameters()
         self._abort = threading.Event()
         self._expected: dict[str, str | None] = {}
+        self._completed_units: frozenset[str] = frozenset()
 
     def abort(self) -> None:
         """Ask the run to stop (thread-safe; a signal handler may call it)."""
@@ -355,10 +427,18 @@ class RunEngine:
         *,
         lot_id: str | None = None,
         wafer_id: str | None = None,
+        completed_units: Iterable[str] | None = None,
     ) -> RunResult:
+        """Run the sequence on `dut_serial`. With `completed_units`, continue the existing run
+        `run_id` after a crash: its steps run again and skip those units (dies), which the
+        store lists for it (`ResultsStore.completed_units`)."""
+        resumed = completed_units is not None
+        if resumed and run_id is None:
+            raise ValueError("resuming needs the run id of the run to continue")
+        self._completed_units = frozenset(completed_units or ())
         run_id = run_id or uuid.uuid4().hex[:16]
         self._expected.clear()
-        collector = _Collector()
+        collector = _Collector(run_id)
         self.bus.subscribe(collector)
         started = time.monotonic()
         self.bus.emit(
@@ -391,12 +471,18 @@ class RunEngine:
                 calibration_override=self.calibration_override,
                 lot_id=lot_id,
                 wafer_id=wafer_id,
+                resumed=resumed,
             )
         )
         outcomes: list[Outcome] = []
         error: str | None = None
         try:
-            for index, step in enumerate(self.sequence.steps):
+            steps = (
+                self.sequence.steps_for(self.parameters)
+                if isinstance(self.sequence, PlannedSequence)
+                else self.sequence.steps
+            )
+            for index, step in enumerate(steps):
                 if self._abort.is_set():
                     raise RunAborted("aborted before step " + step.name)
                 outcome, step_error = self._run_step(run_id, dut_serial, index, step)
@@ -477,8 +563,12 @@ class RunEngine:
         return tuple(errors)
 
 
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
 @contextlib.contextmanager
-def abort_on_signals(engine: RunEngine) -> Iterator[None]:
+def abort_on_signals(engine: Abortable) -> Iterator[None]:
     """SIGINT and SIGTERM abort the run cleanly (teardown and safe state still run)."""
     handler = lambda *_: engine.abort()  # noqa: E731
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

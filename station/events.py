@@ -67,6 +67,7 @@ class RunStarted:
     calibration_override: str | None = None
     lot_id: str | None = None  # lot / work order the DUT belongs to, where known
     wafer_id: str | None = None  # wafer runs: the wafer on the chuck
+    resumed: bool = False  # the run `run_id` already exists: it continues after a crash
     at_ns: int = field(default_factory=time.time_ns)
 
 
@@ -155,6 +156,23 @@ class StepEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitCompleted:
+    """A unit of a step (a die, a laser) is complete: what was recorded since the last one is
+    committed with it, and a resumed run skips it. Wafer dies carry their die and bins."""
+
+    run_id: str
+    step: str
+    unit: str  # the key a resumed run is told about (a die: "column,row")
+    outcome: Outcome  # the worst of the unit's measurements (PASS when it recorded none)
+    die_x: int | None = None
+    die_y: int | None = None
+    hard_bin: int | None = None
+    soft_bin: int | None = None
+    bin_name: str | None = None
+    at_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class SafeStateApplied:
     """Every instrument of the run was told to go safe; `errors` names any that failed."""
 
@@ -173,7 +191,8 @@ class RunEnded:
 
 
 Event = (RunStarted | StepStarted | MeasurementRecorded | ArtefactRecorded | AttributeRecorded
-         | PromptRequested | PromptAnswered | StepEnded | SafeStateApplied | RunEnded)
+         | PromptRequested | PromptAnswered | StepEnded | UnitCompleted | SafeStateApplied
+         | RunEnded)
 Subscriber = Callable[[Any], None]
 
 

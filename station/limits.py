@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from station.analysis.errors import AnalysisError
+from station.analysis.yields import BinRule
 from station.errors import InputError
 from station.outcome import Outcome
 
@@ -111,6 +113,8 @@ class LimitsFile:
     sha256: str
     product: Product
     limits: dict[str, Limit]
+    #: the ordered bin table (`[[bins]]`, optional): the first rule that matches bins a part
+    bins: tuple[BinRule, ...] = ()
 
     def check_serial(self, serial: str) -> None:
         if not self.product.serial_pattern.fullmatch(serial):
@@ -164,7 +168,7 @@ def load_limits(path: str | Path) -> LimitsFile:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, "file", str(path), f"is not valid TOML ({err})") from None
-    unknown = set(data) - {"product", "limits"}
+    unknown = set(data) - {"product", "limits", "bins"}
     if unknown:
         raise InputError(path, sorted(unknown)[0], None, "unknown section")
     product = _product(path, data.get("product"))
@@ -172,7 +176,27 @@ def load_limits(path: str | Path) -> LimitsFile:
     if not isinstance(table, dict) or not table:
         raise InputError(path, "limits", table, "missing or empty table")
     limits = {name: _limit(path, name, spec) for name, spec in table.items()}
-    return LimitsFile(path, hashlib.sha256(raw).hexdigest(), product, limits)
+    bins = _bins(path, data.get("bins", []), limits)
+    return LimitsFile(path, hashlib.sha256(raw).hexdigest(), product, limits, bins)
+
+
+def _bins(path: Path, spec: Any, limits: dict[str, Limit]) -> tuple[BinRule, ...]:
+    """The ordered bin table: `[[bins]]` tables of hard_bin, soft_bin, name, when, measurements."""
+    if not isinstance(spec, list):
+        raise InputError(path, "bins", spec, "must be an array of tables ([[bins]])")
+    rules = []
+    for index, rule in enumerate(spec):
+        where = f"bins[{index}]"
+        if not isinstance(rule, dict):
+            raise InputError(path, where, rule, "must be a table")
+        try:
+            rules.append(BinRule(**rule))
+        except (AnalysisError, TypeError) as err:
+            raise InputError(path, where, rule, str(err)) from None
+        unknown = [name for name in rules[-1].measurements if name not in limits]
+        if unknown:
+            raise InputError(path, f"{where}.measurements", unknown[0], "has no limit")
+    return tuple(rules)
 
 
 def _product(path: Path, spec: Any) -> Product:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.interfaces import Instrument
 from station.engine import Arbiter, RunEngine, RunResult
@@ -53,7 +54,8 @@ class MultiSiteRunner:
         for engine in self.engines:
             engine.abort()
 
-    def run(self, serials: list[str]) -> list[SiteResult]:
+    def run(self, serials: list[str], **run_options: Any) -> list[SiteResult]:
+        """Run every site; `run_options` go to each engine's `run` (lot, wafer, resume)."""
         if len(serials) != len(self.engines):
             raise StationError(
                 f"{len(self.engines)} sites need {len(self.engines)} serials, got {len(serials)}"
@@ -62,7 +64,7 @@ class MultiSiteRunner:
 
         def site_main(index: int) -> None:
             try:
-                result = self.engines[index].run(serials[index])
+                result = self.engines[index].run(serials[index], **run_options)
                 results[index] = SiteResult(index + 1, serials[index], result, None)
             except Exception as err:  # the engine itself failed: this site only
                 results[index] = SiteResult(index + 1, serials[index], None, repr(err))

@@ -26,6 +26,8 @@ class SimBenchProcess:
         dut_serial: str | None = None,
         product: str = "800G-DR8",
         time_factor: float = 1.0,
+        duts: list[str] | None = None,
+        sites: int = 1,
     ) -> None:
         self.args = [
             sys.executable,
@@ -38,11 +40,17 @@ class SimBenchProcess:
             str(time_factor),
             "--product",
             product,
+            "--sites",
+            str(sites),
         ]
-        if dut_serial:
+        if duts:
+            self.args += ["--duts", ",".join(duts)]
+        elif dut_serial:
             self.args += ["--dut", dut_serial]
         self.process: subprocess.Popen[str] | None = None
         self.resources: dict[str, str] = {}
+        #: (role, site) -> resource string; site 1 on a single-site bench
+        self.site_resources: dict[tuple[str, int], str] = {}
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def start(self) -> dict[str, str]:
@@ -72,6 +80,8 @@ class SimBenchProcess:
                 return self.resources
             role, _, resource = line.partition(" ")
             self.resources[role] = resource
+            name, _, site = role.partition("@")
+            self.site_resources[(name, int(site) if site else 1)] = resource
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None

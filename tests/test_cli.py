@@ -181,3 +181,41 @@ def test_sigterm_mid_run_ends_aborted_with_exit_2_and_safe_state_recorded(tmp_pa
     assert run["outcome"] == "ABORTED" and bool(run["complete"])
     safe = store.attributes(run["run_id"])
     assert safe.loc[safe["name"] == "safe_state", "value"].iloc[0].startswith("module_host")
+
+
+def test_three_sites_at_once_each_with_its_own_verdict(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    done = station(
+        "run",
+        "pluggable",
+        "--product",
+        "800G-DR8",
+        "--sites",
+        "3",
+        "--serial",
+        PASSING,
+        "--serial",
+        FAILING,
+        "--serial",
+        "SIM0003",
+        "--sim",
+        "--db",
+        str(db),
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # one site failed, none errored
+    runs = ResultsStore(db).runs().sort_values("site")
+    assert runs["dut_serial"].tolist() == [PASSING, FAILING, "SIM0003"]
+    assert runs["outcome"].tolist() == ["PASS", "FAIL", "PASS"]
+    assert f"site 2 {FAILING}" in done.stdout
+
+
+def test_corners_reach_the_sequence_and_one_it_does_not_offer_is_bad_input(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    args = ["run", "pluggable", "--product", "800G-DR8", "--serial", PASSING, "--sim"]
+    done = station(*args, "--db", str(db), "--corners", "25,85", *FAST, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "offers 25, 0, 70 degC" in done.stdout
+    typo = station(*args, "--db", str(db), "--corners", "25,x", *FAST, cwd=tmp_path)
+    assert typo.returncode == 2 and "is not a list like 0,25,70" in typo.stderr

@@ -1,7 +1,8 @@
-"""Results: the store (SQLite by default, PostgreSQL for a line), queries as pandas DataFrames.
+"""Results: the store (SQLite by default, PostgreSQL for a line), queries as pandas DataFrames,
+exports (CSV, Parquet, JSON, STDF V4) and HTML reports.
 
-`open_store(url)` opens a database by path or URL; the store is also the event-stream subscriber
-that persists runs as they go.
+`open_store(url)` opens a database by path or URL (creating it, or upgrading an older one in
+place); the store is also the event-stream subscriber that persists runs as they go.
 """
 
 from __future__ import annotations

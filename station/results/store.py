@@ -4,9 +4,6 @@ written as the run's events arrive and read back as tidy pandas DataFrames.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import operator
 import queue
 import threading
@@ -17,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
 from station.errors import StationError
@@ -32,130 +30,31 @@ from station.events import (
     SafeStateApplied,
     StepEnded,
     StepStarted,
+    UnitCompleted,
     ns_to_datetime,
 )
+from station.results import artefacts as artefact_codec
+from station.results import queries
+from station.results.migrate import SchemaRefused, prepare
+from station.results.schema import (
+    SCHEMA_VERSION,
+    artefacts,
+    attributes,
+    instruments,
+    measurements,
+    run_instruments,
+    run_limits,
+    runs,
+    sites,
+    stations,
+    steps,
+    units,
+)
 
-SCHEMA_VERSION = 2
+__all__ = ["DEFAULT_DB", "SCHEMA_VERSION", "ResultsStore", "StoreError", "database_url"]
+
 DEFAULT_DB = "station-results.sqlite"
-
-metadata = sa.MetaData()
-
-schema_info = sa.Table(
-    "schema_info",
-    metadata,
-    sa.Column("version", sa.Integer, nullable=False),
-)
-
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("sequence", sa.String(64), nullable=False),
-    sa.Column("product", sa.String(64), nullable=False),
-    sa.Column("dut_serial", sa.String(64), nullable=False, index=True),
-    sa.Column("site", sa.Integer, nullable=False),
-    sa.Column("station_id", sa.String(64), nullable=False),
-    sa.Column("operator", sa.String(64), nullable=False),
-    sa.Column("software_version", sa.String(64), nullable=False),
-    sa.Column("mode", sa.String(32), nullable=False),
-    sa.Column("limits_path", sa.Text, nullable=False),
-    sa.Column("limits_sha256", sa.String(64), nullable=False),
-    sa.Column("calibration_override", sa.Text),
-    sa.Column("lot_id", sa.String(64), index=True),
-    sa.Column("wafer_id", sa.String(64), index=True),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ended_at", sa.DateTime(timezone=True)),
-    sa.Column("outcome", sa.String(16)),
-    sa.Column("error", sa.Text),
-    sa.Column("complete", sa.Boolean, nullable=False, default=False),
-)
-
-run_instruments = sa.Table(
-    "run_instruments",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
-    sa.Column("role", sa.String(64), primary_key=True),
-    sa.Column("driver", sa.String(128), nullable=False),
-    sa.Column("resource", sa.Text, nullable=False),
-    sa.Column("manufacturer", sa.String(128), nullable=False),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("serial_number", sa.String(64), nullable=False),
-    sa.Column("firmware", sa.String(64), nullable=False),
-    sa.Column("calibration_due", sa.Date),
-)
-
-steps = sa.Table(
-    "steps",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
-    sa.Column("step_index", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("started_at_ns", sa.BigInteger, nullable=False),
-    sa.Column("ended_at_ns", sa.BigInteger, nullable=False),
-    sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text),
-)
-
-run_limits = sa.Table(
-    "run_limits",
-    metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("unit", sa.String(16), nullable=False),
-    sa.Column("low_limit", sa.Float),
-    sa.Column("high_limit", sa.Float),
-    sa.Column("expected", sa.Text),
-    sa.Column("per_lane", sa.Boolean, nullable=False),
-    sa.Column("marginal_band", sa.Float),
-    sa.Column("spec", sa.Text, nullable=False),
-)
-
-# One narrow row per measurement; its unit and limits are in run_limits (one row per name and
-# run), which keeps the per-measurement write cheap. Queries join them back into tidy rows.
-measurements = sa.Table(
-    "measurements",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
-    sa.Column("step", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("lane", sa.Integer),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("value", sa.Float),
-    sa.Column("text_value", sa.Text),
-    sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("marginal", sa.Boolean, nullable=False),
-    sa.Column("raw_value", sa.Float),
-    sa.Column("correction_db", sa.Float),
-    sa.Column("die_x", sa.Integer),
-    sa.Column("die_y", sa.Integer),
-    sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
-)
-
-attributes = sa.Table(
-    "attributes",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
-    sa.Column("step", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-artefacts = sa.Table(
-    "artefacts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
-    sa.Column("step", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("lane", sa.Integer),
-    sa.Column("format", sa.String(16), nullable=False),  # "npz": numpy savez_compressed
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-    sa.Column("metadata_json", sa.Text, nullable=False),
-    sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
-)
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's commit
 
 _NUMERIC_COLUMNS = (
     "run_id",
@@ -211,36 +110,41 @@ WriteJob = Callable[[sa.Connection], None]
 
 
 class StoreError(StationError, RuntimeError):
-    """The results database could not be written."""
+    """The results database could not be opened, written or queried as asked."""
 
 
 class ResultsStore:
-    """Opens (and creates) the database; persists a run's events; answers queries as DataFrames.
+    """Opens (and creates or upgrades) the database; persists a run's events; answers queries.
 
     As a subscriber it persists as the run goes: each step's row, measurements, attributes and
     artefacts are handed to a writer thread when the step ends and committed together, in order.
     When steps end faster than the database commits, consecutive steps share one commit (group
     commit); on a real bench, where a step takes milliseconds, every step gets its own. `flush()`
-    waits until everything handed over is committed; `close()` flushes first.
+    waits until everything handed over is committed; `close()` flushes first. A run whose
+    process dies keeps every committed step and stays `complete = False`.
     """
 
     def __init__(self, target: str | Path | None = None) -> None:
         self.url = database_url(target)
-        self.engine: Engine = sa.create_engine(self.url)
+        try:
+            sqlite_file = self.url.startswith("sqlite")
+            self.engine: Engine = sa.create_engine(
+                self.url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S} if sqlite_file else {},
+            )
+        except (sa.exc.ArgumentError, ImportError) as err:
+            raise StoreError(f"{self.url}: cannot open the results database: {err}") from err
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                version = conn.execute(sa.select(schema_info.c.version)).scalar()
-                if version is None:
-                    conn.execute(schema_info.insert().values(version=SCHEMA_VERSION))
+            self.schema_action = prepare(self.engine)
+        except SchemaRefused as err:
+            self.engine.dispose()
+            raise StoreError(f"{self.url}: {err}") from None
         except sa.exc.SQLAlchemyError as err:
-            raise StoreError(f"{self.url}: cannot open the results database: {err}") from err
-        if version is not None and version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.url}: schema version {version}, this software writes {SCHEMA_VERSION}"
-            )
+            self.engine.dispose()
+            reason = str(err).splitlines()[0]
+            raise StoreError(f"{self.url}: cannot open the results database: {reason}") from err
         marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         values = ", ".join([marker] * len(_NUMERIC_COLUMNS))
         self._insert_numeric = (
@@ -253,6 +157,11 @@ class ResultsStore:
             "INSERT INTO steps (run_id, step_index, name, started_at_ns, ended_at_ns, outcome, "
             f"error) VALUES ({', '.join([marker] * 7)})"
         )
+        self._upsert: Callable[[sa.Table], Any] = sqlite.insert
+        if self.engine.dialect.name == "postgresql":  # imported only then: it costs 0.1 s
+            from sqlalchemy.dialects import postgresql
+
+            self._upsert = postgresql.insert
         self._pending: dict[str, list[MeasurementRecorded]] = {}
         self._pending_attributes: dict[str, list[dict[str, Any]]] = {}
         self._pending_artefacts: dict[str, list[dict[str, Any]]] = {}
@@ -266,6 +175,7 @@ class ResultsStore:
             SafeStateApplied: self._on_safe_state,
             StepStarted: self._on_step_started,
             StepEnded: self._on_step_ended,
+            UnitCompleted: self._on_unit_completed,
             RunStarted: self._start_run,
             RunEnded: self._on_run_ended,
         }
@@ -273,6 +183,12 @@ class ResultsStore:
         self._failure: BaseException | None = None
         self.commits = 0
         self._writer: threading.Thread | None = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     # --- the writer thread ------------------------------------------------------------------------
     def _submit(self, job: WriteJob) -> None:
@@ -369,20 +285,19 @@ class ResultsStore:
         self._attribute(event.run_id, "teardown", "safe_state", ", ".join(event.roles) + errors)
 
     def _on_artefact(self, event: ArtefactRecorded) -> None:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **event.arrays)
-        data = buffer.getvalue()
+        encoded = artefact_codec.encode(event.arrays)
         self._pending_artefacts.setdefault(event.run_id, []).append(
             {
                 "run_id": event.run_id,
                 "step": event.step,
                 "name": event.name,
                 "lane": event.lane,
-                "format": "npz",
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "data": data,
-                "metadata_json": json.dumps(event.metadata, sort_keys=True),
+                "format": artefact_codec.FORMAT_NPZ,
+                "sha256": encoded.sha256,
+                "data": encoded.data,
                 "recorded_at_ns": event.at_ns,
+                **artefact_codec.row_fields(event.metadata),
+                "links": artefact_codec.linked_names(event.metadata),
             }
         )
 
@@ -397,6 +312,7 @@ class ResultsStore:
         insert_numeric, insert_text = self._insert_numeric, self._insert_text
 
         def write(conn: sa.Connection) -> None:
+            first_id = _last_measurement_id(conn) if blobs and recorded else None
             if recorded:
                 text = [m for m in recorded if isinstance(m.value, str)]
                 numeric = (
@@ -408,15 +324,15 @@ class ResultsStore:
                 )
                 cursor = conn.connection.cursor()  # straight to the driver: no per-row overhead
                 try:
-                    cursor.executemany(insert_numeric, numeric)
+                    cursor.executemany(insert_numeric, numeric)  # type: ignore[arg-type]
                     if text:
-                        cursor.executemany(insert_text, map(_measurement_row, text))
+                        cursor.executemany(insert_text, map(_measurement_row, text))  # type: ignore[arg-type]
                 finally:
                     cursor.close()
             if attrs:
                 conn.execute(attributes.insert(), attrs)
             if blobs:
-                conn.execute(artefacts.insert(), blobs)
+                _write_artefacts(conn, blobs, first_id)
 
         return write
 
@@ -460,6 +376,10 @@ class ResultsStore:
         self._submit(write)
 
     def _start_run(self, event: RunStarted) -> None:
+        if event.resumed:
+            self._resume_run(event)
+            return
+        started_at = ns_to_datetime(event.at_ns)
         run_row = {
             "run_id": event.run_id,
             "sequence": event.sequence,
@@ -475,7 +395,7 @@ class ResultsStore:
             "calibration_override": event.calibration_override,
             "lot_id": event.lot_id,
             "wafer_id": event.wafer_id,
-            "started_at": ns_to_datetime(event.at_ns),
+            "started_at": started_at,
             "complete": False,
         }
         instrument_rows = [
@@ -492,7 +412,6 @@ class ResultsStore:
             }
             for i in event.instruments
         ]
-
         limit_rows = [
             {
                 "run_id": event.run_id,
@@ -507,109 +426,213 @@ class ResultsStore:
             }
             for lim in event.limits
         ]
+        upsert = self._upsert
+        station_key = {"station_id": event.station_id, "first_run_at": started_at}
+        registry = sorted(  # one order in every process: concurrent upserts cannot deadlock
+            {
+                (r["manufacturer"], r["model"], r["serial_number"]): {
+                    **{k: r[k] for k in ("manufacturer", "model", "serial_number", "firmware")},
+                    "calibration_due": r["calibration_due"],
+                    "station_id": event.station_id,
+                    "role": r["role"],
+                    "last_run_id": event.run_id,
+                    "last_seen_at": started_at,
+                }
+                for r in instrument_rows
+            }.items()
+        )
 
         def write(conn: sa.Connection) -> None:
+            conn.execute(upsert(stations).values(**station_key).on_conflict_do_nothing())
+            conn.execute(
+                upsert(sites).values(**station_key, site=event.site).on_conflict_do_nothing()
+            )
             conn.execute(runs.insert().values(**run_row))
             if instrument_rows:
                 conn.execute(run_instruments.insert(), instrument_rows)
+            for _key, row in registry:
+                statement = upsert(instruments).values(**row)
+                newer = {k: statement.excluded[k] for k in row if k not in _INSTRUMENT_KEY}
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=list(_INSTRUMENT_KEY),
+                        set_=newer,
+                        where=instruments.c.last_seen_at <= statement.excluded.last_seen_at,
+                    )
+                )
             if limit_rows:
                 conn.execute(run_limits.insert(), limit_rows)
 
         self._submit(write)
 
+    # --- units and resumed runs (wafer dies, lasers) ----------------------------------------------
+    def _on_unit_completed(self, event: UnitCompleted) -> None:
+        """A unit commits with everything recorded since the previous one, as a step end does."""
+        recorded = self._take(event.run_id)
+        row = {
+            "run_id": event.run_id,
+            "unit": event.unit,
+            "step": event.step,
+            "outcome": event.outcome.value,
+            "die_x": event.die_x,
+            "die_y": event.die_y,
+            "hard_bin": event.hard_bin,
+            "soft_bin": event.soft_bin,
+            "bin_name": event.bin_name,
+            "completed_at_ns": event.at_ns,
+        }
+
+        def write(conn: sa.Connection) -> None:
+            recorded(conn)
+            conn.execute(units.insert().values(**row))
+
+        self._submit(write)
+
+    def _resume_run(self, event: RunStarted) -> None:
+        """The run exists (its process died): open it again. Its steps run again, so their rows
+        are replaced as they end; its completed units and their results stay."""
+        resumed_at = ns_to_datetime(event.at_ns)
+
+        def write(conn: sa.Connection) -> None:
+            reopened = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == event.run_id)
+                .values(complete=False, ended_at=None, outcome=None, error=None)
+            )
+            if reopened.rowcount != 1:
+                raise StoreError(f"cannot resume run {event.run_id}: it is not in {self.url}")
+            conn.execute(steps.delete().where(steps.c.run_id == event.run_id))
+            conn.execute(
+                attributes.insert().values(
+                    run_id=event.run_id, step="run", name="resumed_at",
+                    value=resumed_at.isoformat(),
+                )
+            )  # fmt: skip
+
+        self._submit(write)
+
+    def units(self, run_id: str) -> pd.DataFrame:
+        """The completed units of a run in completion order: unit, step, outcome, die_x,
+        die_y, hard_bin, soft_bin, bin_name, completed_at."""
+        return self._read(_units_frame, run_id)
+
+    def completed_units(self, run_id: str) -> frozenset[str]:
+        """What a resumed run skips (`RunEngine.run(..., completed_units=...)`)."""
+        return frozenset(self.units(run_id)["unit"])
+
     # --- reading ---------------------------------------------------------------------------------
-    def runs(self, **filters: Any) -> pd.DataFrame:
+    def _read(self, query: Callable[..., pd.DataFrame], *args: Any, **kwargs: Any) -> pd.DataFrame:
         self.flush()  # the store's own queries see everything handed to it
-        query = sa.select(runs).order_by(runs.c.started_at)
-        for key, value in filters.items():
-            query = query.where(runs.c[key] == value)
-        with self.engine.connect() as conn:
-            return pd.read_sql(query, conn)
+        try:
+            with self.engine.connect() as conn:
+                return query(conn, *args, **kwargs)
+        except queries.FilterError as err:
+            raise StoreError(f"{self.url}: {err}") from None
+
+    def runs(self, **filters: Any) -> pd.DataFrame:
+        """One row per run, oldest first. Filters: see `queries.RUN_FILTERS` (lists mean any of;
+        `since`/`until` bound started_at)."""
+        return self._read(queries.runs_frame, filters)
 
     def measurements(self, **filters: Any) -> pd.DataFrame:
-        """Tidy long format: one row per measurement, with its run's identity."""
-        self.flush()  # the store's own queries see everything handed to it
-        m, r, lim = measurements, runs, run_limits
-        query = (
-            sa.select(
-                r.c.run_id,
-                r.c.station_id,
-                r.c.dut_serial,
-                r.c.product,
-                r.c.site,
-                m.c.step,
-                m.c.name.label("measurement"),
-                m.c.lane,
-                m.c.attempt,
-                m.c.value,
-                m.c.text_value,
-                lim.c.unit,
-                lim.c.low_limit,
-                lim.c.high_limit,
-                lim.c.expected,
-                m.c.outcome,
-                m.c.marginal,
-                m.c.raw_value,
-                m.c.correction_db,
-                r.c.lot_id,
-                r.c.wafer_id,
-                m.c.die_x,
-                m.c.die_y,
-                m.c.recorded_at_ns,
-                r.c.started_at,
-            )
-            .join(r, r.c.run_id == m.c.run_id)
-            .outerjoin(lim, (lim.c.run_id == m.c.run_id) & (lim.c.name == m.c.name))
-            .order_by(m.c.id)
-        )
-        for key, value in filters.items():
-            column = r.c[key] if key in r.c else m.c["name" if key == "measurement" else key]
-            query = query.where(column == value)
-        with self.engine.connect() as conn:
-            frame = pd.read_sql(query, conn)
-        frame.insert(
-            len(frame.columns) - 1,
-            "recorded_at",
-            pd.to_datetime(frame.pop("recorded_at_ns"), unit="ns", utc=True),
-        )
-        return frame
+        """Tidy long format: one row per measurement, with its run's identity and limits.
+        Filters: the run filters and measurement, step, lane, outcome (of the measurement)."""
+        return self._read(queries.measurements_frame, filters)
+
+    def pivot(self, **filters: Any) -> pd.DataFrame:
+        """Wide per-DUT table: one row per run (per die on wafers), a column per measurement
+        and lane (``name[lane]``), holding the value of the last attempt."""
+        return queries.pivot(self.measurements(**filters))
+
+    def artefacts(self, run_id: str) -> pd.DataFrame:
+        """The artefacts of a run (without their bytes): id, step, name, lane, kind, die, sha256,
+        metadata (a dict)."""
+        return self._read(queries.artefacts_frame, run_id)
 
     def artefact(
-        self, run_id: str, name: str, lane: int | None = None, step: str | None = None
+        self,
+        run_id: str | None = None,
+        name: str | None = None,
+        lane: int | None = None,
+        step: str | None = None,
+        *,
+        artefact_id: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """The arrays of one artefact, checked against the hash stored with them."""
-        self.flush()  # the store's own queries see everything handed to it
+        """The arrays of one artefact, by run, name and lane (the last recorded wins) or by id,
+        checked against the hash stored with them."""
+        self.flush()
         a = artefacts
-        query = sa.select(a.c.data, a.c.sha256).where(a.c.run_id == run_id, a.c.name == name)
-        query = query.where(a.c.lane.is_(None) if lane is None else a.c.lane == lane)
-        if step is not None:
-            query = query.where(a.c.step == step)
+        query = sa.select(a.c.data, a.c.sha256, a.c.name, a.c.run_id)
+        if artefact_id is not None:
+            query = query.where(a.c.id == artefact_id)
+        else:
+            query = query.where(a.c.run_id == run_id, a.c.name == name)
+            query = query.where(a.c.lane.is_(None) if lane is None else a.c.lane == lane)
+            if step is not None:
+                query = query.where(a.c.step == step)
         with self.engine.connect() as conn:
             row = conn.execute(query.order_by(a.c.id.desc())).first()
         if row is None:
-            raise KeyError(f"no artefact {name!r} (lane {lane}) in run {run_id}")
-        if hashlib.sha256(row.data).hexdigest() != row.sha256:
-            raise ValueError(f"artefact {name!r} of run {run_id} does not match its sha256")
-        with np.load(io.BytesIO(row.data), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            which = f"id {artefact_id}" if artefact_id is not None else f"{name!r} (lane {lane})"
+            raise KeyError(f"no artefact {which} in run {run_id}")
+        return artefact_codec.decode(
+            row.data, row.sha256, f"artefact {row.name!r} of run {row.run_id}"
+        )
 
     def steps(self, run_id: str) -> pd.DataFrame:
-        self.flush()  # the store's own queries see everything handed to it
-        query = sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_index)
-        with self.engine.connect() as conn:
-            frame = pd.read_sql(query, conn)
-        for column in ("started_at", "ended_at"):
-            frame[column] = pd.to_datetime(frame.pop(f"{column}_ns"), unit="ns", utc=True)
-        return frame
+        return self._read(queries.steps_frame, run_id)
 
-    def instruments(self, run_id: str) -> pd.DataFrame:
-        self.flush()  # the store's own queries see everything handed to it
-        query = sa.select(run_instruments).where(run_instruments.c.run_id == run_id)
-        with self.engine.connect() as conn:
-            return pd.read_sql(query, conn)
+    def instruments(self, run_id: str | None = None) -> pd.DataFrame:
+        """What a run used (role, driver, resource, identity, calibration due); without a run,
+        the station's instrument registry (each instrument as last seen)."""
+        return self._read(queries.instruments_frame, run_id)
 
     def attributes(self, run_id: str) -> pd.DataFrame:
-        self.flush()  # the store's own queries see everything handed to it
-        query = sa.select(attributes).where(attributes.c.run_id == run_id)
-        with self.engine.connect() as conn:
-            return pd.read_sql(query, conn)
+        return self._read(queries.attributes_frame, run_id)
+
+    def stations(self) -> pd.DataFrame:
+        return self._read(queries.table_frame, stations)
+
+    def sites(self) -> pd.DataFrame:
+        return self._read(queries.table_frame, sites)
+
+
+_INSTRUMENT_KEY = ("manufacturer", "model", "serial_number")
+
+
+def _units_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
+    query = sa.select(units).where(units.c.run_id == run_id).order_by(units.c.completed_at_ns)
+    frame = pd.DataFrame(conn.execute(query).all(), columns=list(units.c.keys()))
+    for column in ("die_x", "die_y", "hard_bin", "soft_bin"):
+        frame[column] = frame[column].astype("Int64")
+    frame["completed_at"] = pd.to_datetime(frame.pop("completed_at_ns"), unit="ns", utc=True)
+    return frame.drop(columns="run_id")
+
+
+def _last_measurement_id(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.max(measurements.c.id))).scalar() or 0)
+
+
+def _write_artefacts(
+    conn: sa.Connection, blobs: list[dict[str, Any]], first_id: int | None
+) -> None:
+    """Insert the artefacts; link each to the measurements of its step (lane, die, names) that
+    this job wrote: one UPDATE per artefact over the new id range, nothing per measurement."""
+    m = measurements
+    for blob in blobs:
+        row = {k: v for k, v in blob.items() if k != "links"}
+        insert = artefacts.insert().values(**row).returning(artefacts.c.id)
+        artefact_id = conn.execute(insert).scalar_one()
+        if first_id is None:
+            continue
+        link = (
+            sa.update(m)
+            .where(m.c.id > first_id, m.c.run_id == blob["run_id"], m.c.step == blob["step"])
+            .where(m.c.lane.is_not_distinct_from(blob["lane"]))
+            .values(artefact_id=artefact_id)
+        )
+        if blob["links"]:
+            link = link.where(m.c.name.in_(blob["links"]))
+        if blob["die_x"] is not None and blob["die_y"] is not None:
+            link = link.where(m.c.die_x == blob["die_x"], m.c.die_y == blob["die_y"])
+        conn.execute(link)

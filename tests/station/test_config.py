@@ -108,7 +108,7 @@ def test_sites_override_roles_and_paths_and_share_the_rest(tmp_path: Path) -> No
     assert two.instruments["module_host"].serial_number == "H2"
     assert one.instruments["power_meter"] == two.instruments["power_meter"]  # shared
     assert (one.path_loss_db("tx", 1), two.path_loss_db("tx", 1)) == (1.1, 2.1)
-    with pytest.raises(InputError, match="3 sites|has 2 sites"):
+    with pytest.raises(InputError, match=r"has 2 sites"):
         config.for_site(3)
 
 

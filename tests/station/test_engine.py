@@ -17,8 +17,8 @@ from station.engine import StepContext, abort_on_signals
 from station.events import EventBus, PromptRequested
 from station.limits import LimitsFile
 from station.outcome import Outcome
-from station.sequence import step
 from station.results.store import ResultsStore
+from station.sequence import step
 from tests.station.helpers import FakeSource, make_engine, measure_later, measure_power
 
 

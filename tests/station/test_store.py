@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from station.engine import StepContext
 from station.limits import LimitsFile
-from station.sequence import step
 from station.results.store import ResultsStore, StoreError, database_url
+from station.sequence import step
 from tests.station.helpers import FakeSource, make_engine, measure_later, measure_power
 
 

@@ -1,0 +1,389 @@
+"""Read queries of the results store, each returning a pandas DataFrame that looks the same on
+SQLite and PostgreSQL (UTC timestamps, nullable integer lanes and dies, real booleans).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from station.results.schema import (
+    artefacts,
+    attributes,
+    instruments,
+    measurements,
+    run_instruments,
+    run_limits,
+    runs,
+    steps,
+)
+
+#: runs() columns, the ones the issue names first
+RUN_COLUMNS = (
+    "run_id",
+    "sequence",
+    "product",
+    "dut_serial",
+    "site",
+    "station_id",
+    "outcome",
+    "started_at",
+    "ended_at",
+    "complete",
+    "lot_id",
+    "wafer_id",
+    "operator",
+    "mode",
+    "software_version",
+    "limits_path",
+    "limits_sha256",
+    "calibration_override",
+    "error",
+)
+#: run columns repeated on every tidy measurement row
+_RUN_IDENTITY = (
+    "run_id",
+    "station_id",
+    "dut_serial",
+    "product",
+    "site",
+    "lot_id",
+    "wafer_id",
+    "started_at",
+)
+MEASUREMENT_COLUMNS = (
+    "run_id",
+    "station_id",
+    "dut_serial",
+    "product",
+    "site",
+    "step",
+    "measurement",
+    "lane",
+    "attempt",
+    "value",
+    "text_value",
+    "unit",
+    "low_limit",
+    "high_limit",
+    "expected",
+    "outcome",
+    "marginal",
+    "raw_value",
+    "correction_db",
+    "lot_id",
+    "wafer_id",
+    "die_x",
+    "die_y",
+    "artefact_id",
+    "recorded_at",
+    "started_at",
+)
+_ALIASES = {"lot": "lot_id", "wafer": "wafer_id", "run": "run_id", "serial": "dut_serial"}
+_RUN_EQUALITY = (
+    "run_id",
+    "sequence",
+    "product",
+    "dut_serial",
+    "site",
+    "station_id",
+    "lot_id",
+    "wafer_id",
+    "operator",
+    "mode",
+    "complete",
+)
+RUN_FILTERS = (*_RUN_EQUALITY, "run_outcome", "since", "until")
+MEASUREMENT_FILTERS = ("measurement", "step", "lane", "outcome")
+_INTEGERS = ("site", "lane", "attempt", "die_x", "die_y", "artefact_id")
+
+
+class FilterError(ValueError):
+    """A query filter that names no column or has a value that cannot be used."""
+
+
+def _match(column: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[bool]:
+    if value is None:
+        return column.is_(None)
+    if isinstance(value, list | tuple | set | frozenset):
+        return column.in_(list(value))
+    return column == value
+
+
+def _bound(key: str, value: Any, *, end: bool, sqlite: bool) -> tuple[dt.datetime, bool]:
+    """(UTC datetime, inclusive) of a since/until bound; a bare date covers the whole day."""
+    whole_day = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
+        isinstance(value, str) and len(value.strip()) == 10
+    )
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise FilterError(f"filter {key} = {value!r}: not a date or time ({err})") from None
+    if stamp is pd.NaT:
+        raise FilterError(f"filter {key} = {value!r}: not a date or time")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    inclusive = True
+    if end and whole_day:
+        stamp, inclusive = stamp + pd.Timedelta(days=1), False
+    bound = stamp.to_pydatetime()
+    return (bound.replace(tzinfo=None) if sqlite else bound), inclusive  # SQLite keeps UTC text
+
+
+def _run_conditions(
+    filters: dict[str, Any], sqlite: bool, *, measurement_level: bool
+) -> tuple[list[sa.ColumnElement[bool]], list[sa.ColumnElement[bool]]]:
+    """(conditions on runs, conditions on measurements) of the filters."""
+    on_runs: list[sa.ColumnElement[bool]] = []
+    on_measurements: list[sa.ColumnElement[bool]] = []
+    for raw_key, value in filters.items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if key == "outcome" and not measurement_level:
+            key = "run_outcome"
+        if key in _RUN_EQUALITY:
+            on_runs.append(_match(runs.c[key], value))
+        elif key == "run_outcome":
+            on_runs.append(_match(runs.c.outcome, value))
+        elif key in ("since", "until"):
+            bound, inclusive = _bound(key, value, end=key == "until", sqlite=sqlite)
+            column = runs.c.started_at
+            if key == "since":
+                on_runs.append(column >= bound)
+            else:
+                on_runs.append(column <= bound if inclusive else column < bound)
+        elif measurement_level and key in MEASUREMENT_FILTERS:
+            column = measurements.c["name" if key == "measurement" else key]
+            on_measurements.append(_match(column, value))
+        else:
+            known = RUN_FILTERS + (MEASUREMENT_FILTERS if measurement_level else ("outcome",))
+            raise FilterError(f"unknown filter {raw_key!r}; filters: {', '.join(known)}")
+    return on_runs, on_measurements
+
+
+def _frame(conn: sa.Connection, query: sa.Select[Any], columns: Iterable[str]) -> pd.DataFrame:
+    result = conn.execute(query)
+    return pd.DataFrame.from_records(result.fetchall(), columns=list(columns))
+
+
+def _utc(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    for column in columns:
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def _integers(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in _INTEGERS:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _is_sqlite(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def runs_frame(conn: sa.Connection, filters: dict[str, Any]) -> pd.DataFrame:
+    on_runs, _ = _run_conditions(filters, _is_sqlite(conn), measurement_level=False)
+    query = (
+        sa.select(*(runs.c[c] for c in RUN_COLUMNS))
+        .where(*on_runs)
+        .order_by(runs.c.started_at, runs.c.run_id)
+    )
+    frame = _utc(_frame(conn, query, RUN_COLUMNS), "started_at", "ended_at")
+    frame["complete"] = frame["complete"].astype(bool)
+    return _integers(frame)
+
+
+# measurement columns as fetched, and how each becomes a typed column without per-row Python
+_FETCHED = {
+    "step": "str",
+    "measurement": "str",
+    "lane": "Int64",
+    "attempt": "Int64",
+    "value": "float",
+    "text_value": "str",
+    "outcome": "outcome",
+    "marginal": "bool",
+    "raw_value": "float",
+    "correction_db": "float",
+    "die_x": "Int64",
+    "die_y": "Int64",
+    "artefact_id": "Int64",
+    "recorded_at_ns": "int64",
+}
+
+
+_OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
+# the outcome comes back as its index in _OUTCOMES: small integers instead of a string per row
+_OUTCOME_CODE = sa.case(
+    *((measurements.c.outcome == text, code) for code, text in enumerate(_OUTCOMES)), else_=-1
+)
+
+
+def _column(values: tuple[Any, ...], kind: str) -> Any:
+    if kind == "float":
+        return np.array(values, dtype=float)  # None -> NaN
+    if kind == "outcome":
+        codes = np.array(values, dtype=np.int64)
+        return pd.array(np.array(_OUTCOMES, dtype=object), dtype="str").take(codes, allow_fill=True)
+    nulls = values.count(None)
+    if kind == "Int64":
+        if nulls == len(values):
+            return pd.array(np.full(len(values), np.nan), dtype="Int64")
+        ints = np.array(values, dtype=np.int64 if not nulls else float)  # None -> NaN -> <NA>
+        return pd.array(ints, dtype="Int64")
+    if kind == "str":
+        return pd.array(
+            values if nulls < len(values) else np.full(len(values), np.nan), dtype="str"
+        )
+    return np.array(values, dtype=kind)
+
+
+def _fetch_columns(
+    conn: sa.Connection, query: sa.Select[Any], kinds: dict[str, str]
+) -> dict[str, Any]:
+    """Typed columns of a large result straight from the driver's tuples (SQLAlchemy's per-row
+    processing and pandas' per-cell inference cost more than the database here)."""
+    result = conn.execute(query)
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of fresh tuples would set off collections that find nothing
+    try:
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(kinds)
+        del rows
+    finally:
+        result.close()
+        if collecting:
+            gc.enable()
+    return {
+        name: _column(values, kind)
+        for (name, kind), values in zip(kinds.items(), columns, strict=True)
+    }
+
+
+def measurements_frame(conn: sa.Connection, filters: dict[str, Any]) -> pd.DataFrame:
+    on_runs, on_measurements = _run_conditions(filters, _is_sqlite(conn), measurement_level=True)
+    identity = sa.select(*(runs.c[c] for c in _RUN_IDENTITY)).where(*on_runs)
+    run_frame = _integers(_utc(_frame(conn, identity, _RUN_IDENTITY), "started_at"))
+    m = measurements
+    selected = [
+        m.c.step, m.c.name, m.c.lane, m.c.attempt, m.c.value, m.c.text_value, _OUTCOME_CODE,
+        m.c.marginal, m.c.raw_value, m.c.correction_db, m.c.die_x, m.c.die_y, m.c.artefact_id,
+        m.c.recorded_at_ns,
+    ]  # fmt: skip
+    kinds = dict(_FETCHED)
+    one_run = len(run_frame) == 1
+    if one_run:  # a wafer: the run's rows in index order, no run_id string per row
+        query = sa.select(*selected).where(m.c.run_id == run_frame["run_id"].iloc[0])
+    else:
+        query = sa.select(m.c.run_id, *selected)
+        kinds = {"run_id": "str", **kinds}
+        if on_runs:
+            query = query.where(m.c.run_id.in_(sa.select(runs.c.run_id).where(*on_runs)))
+    data = _fetch_columns(conn, query.where(*on_measurements).order_by(m.c.id), kinds)
+    if one_run:
+        data["run_id"] = run_frame["run_id"].array.take(np.zeros(len(data["step"]), dtype=int))
+    data["recorded_at"] = pd.to_datetime(data.pop("recorded_at_ns"), unit="ns", utc=True)
+    # run identity and limits: small tables, joined here rather than row by row in SQL
+    where = pd.Index(run_frame["run_id"]).get_indexer(data["run_id"])
+    for column in _RUN_IDENTITY[1:]:
+        data[column] = run_frame[column].array.take(where)
+    limits = _limits_frame(conn, on_runs)
+    keys = pd.MultiIndex.from_arrays([data["run_id"], data["measurement"]])
+    at = pd.MultiIndex.from_frame(limits[["run_id", "name"]]).get_indexer(keys)
+    for column in ("unit", "low_limit", "high_limit", "expected"):
+        data[column] = pd.api.extensions.take(limits[column].array, at, allow_fill=True)
+    return pd.DataFrame({column: data[column] for column in MEASUREMENT_COLUMNS})
+
+
+def _limits_frame(conn: sa.Connection, on_runs: list[sa.ColumnElement[bool]]) -> pd.DataFrame:
+    lim = run_limits
+    columns = ("run_id", "name", "unit", "low_limit", "high_limit", "expected")
+    query = sa.select(*(lim.c[c] for c in columns))
+    if on_runs:
+        query = query.where(lim.c.run_id.in_(sa.select(runs.c.run_id).where(*on_runs)))
+    frame = _frame(conn, query, columns)
+    for column in ("low_limit", "high_limit"):
+        frame[column] = frame[column].astype(float)
+    return frame
+
+
+def pivot(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Wide per-DUT table of tidy rows: the last attempt of each (name, lane) per DUT."""
+    wafer = tidy["die_x"].notna().any()
+    keys = ["run_id", "wafer_id", "die_x", "die_y"] if wafer else ["run_id", "dut_serial"]
+    rows = tidy[tidy["die_x"].notna()] if wafer else tidy
+    lane = rows["lane"].astype(object)
+    with_lane = rows["measurement"] + "[" + lane.astype(str) + "]"
+    label = rows["measurement"].where(lane.isna(), with_lane)
+    cell = rows["value"].astype(object).where(rows["text_value"].isna(), rows["text_value"])
+    last = (
+        rows[keys]
+        .assign(column=label.to_numpy(), cell=cell.to_numpy(), attempt=rows["attempt"])
+        .sort_values("attempt", kind="stable")
+        .drop_duplicates([*keys, "column"], keep="last")
+    )
+    order = list(dict.fromkeys(label))  # columns in the order the sequence measured them
+    wide = last.pivot(index=keys, columns="column", values="cell").reindex(columns=order)
+    for column in wide.columns:  # numeric where every cell is a number
+        converted = pd.to_numeric(wide[column], errors="coerce")
+        if converted.notna().sum() == wide[column].notna().sum():
+            wide[column] = converted
+    wide.columns.name = None
+    first_seen = rows[keys].drop_duplicates()
+    return first_seen.merge(wide.reset_index(), on=keys, how="left").reset_index(drop=True)
+
+
+def artefacts_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
+    a = artefacts
+    columns = (
+        "id",
+        "run_id",
+        "step",
+        "name",
+        "lane",
+        "kind",
+        "die_x",
+        "die_y",
+        "format",
+        "sha256",
+        "metadata_json",
+        "recorded_at_ns",
+    )
+    query = sa.select(*(a.c[c] for c in columns)).where(a.c.run_id == run_id).order_by(a.c.id)
+    frame = _frame(conn, query, columns)
+    frame["metadata"] = [json.loads(text) for text in frame.pop("metadata_json")]
+    frame["recorded_at"] = pd.to_datetime(frame.pop("recorded_at_ns"), unit="ns", utc=True)
+    return _integers(frame)
+
+
+def steps_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
+    query = sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_index)
+    frame = _frame(conn, query, steps.c.keys())
+    for column in ("started_at", "ended_at"):
+        frame[column] = pd.to_datetime(frame.pop(f"{column}_ns"), unit="ns", utc=True)
+    return frame
+
+
+def instruments_frame(conn: sa.Connection, run_id: str | None) -> pd.DataFrame:
+    if run_id is None:
+        query = sa.select(instruments).order_by(*instruments.primary_key.columns)
+        return _utc(_frame(conn, query, instruments.c.keys()), "last_seen_at")
+    query = sa.select(run_instruments).where(run_instruments.c.run_id == run_id)
+    return _frame(conn, query.order_by(run_instruments.c.role), run_instruments.c.keys())
+
+
+def attributes_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
+    query = sa.select(attributes).where(attributes.c.run_id == run_id).order_by(attributes.c.id)
+    return _frame(conn, query, attributes.c.keys())
+
+
+def table_frame(conn: sa.Connection, table: sa.Table) -> pd.DataFrame:
+    frame = _frame(conn, sa.select(table).order_by(*table.primary_key.columns), table.c.keys())
+    return _integers(_utc(frame, *(c.name for c in table.c if isinstance(c.type, sa.DateTime))))
