@@ -167,7 +167,7 @@ def measure_tx(ctx: StepContext) -> TxResult:
             "spectrum",
             {"wavelength_nm": spectrum.wavelength_nm, "power_dbm": spectrum.power_dbm},
             lane=lane,
-            kind="spectrum",
+            kind="osa_spectrum",  # an emission trace in dBm (the "spectrum" kind is transmission)
             resolution_nm=f"{spectrum.resolution_nm:g}",
         )
         captures.append(_Capture(lane, lit_w, waveform, readouts, wavelength_nm, smsr_db))

@@ -99,9 +99,16 @@ def robust_sigma(values: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Per-image robust standard deviation (MAD) of `values` over `region`, on a 3x-subsampled
     grid. Returns (n,)."""
     sub = np.where(region[:, ::3, ::3], values[:, ::3, ::3], np.nan)
-    median = np.nanmedian(sub.reshape(sub.shape[0], -1), axis=1)
-    mad = np.nanmedian(np.abs(sub.reshape(sub.shape[0], -1) - median[:, None]), axis=1)
-    return np.where(np.isfinite(mad), 1.4826 * mad, np.inf)
+    flat = sub.reshape(sub.shape[0], -1)
+    # An image with an empty region (no fibre found) has no noise estimate: inf, and no
+    # all-NaN median is taken for it.
+    usable = ~np.isnan(flat).all(axis=1)
+    sigma = np.full(flat.shape[0], np.inf)
+    if usable.any():
+        median = np.nanmedian(flat[usable], axis=1)
+        mad = np.nanmedian(np.abs(flat[usable] - median[:, None]), axis=1)
+        sigma[usable] = np.where(np.isfinite(mad), 1.4826 * mad, np.inf)
+    return sigma
 
 
 def window_around(
