@@ -1,5 +1,5 @@
 """Module throughput of the pluggable sequence on the simulated module bench: modules per hour on
-1 and on N sites with realistic instrument timing, the time per step and the share spent in analysis.
+1 and N sites with realistic instrument timing, the time per step and the share in analysis.
 
 The simulator runs in its own process (as instruments are boxes of their own) and gives every site
 a whole bench. A real N-site station shares one TX chain (switch, meter, scope, OSA) and one RX
