@@ -72,21 +72,10 @@ _NUMERIC_COLUMNS = (
     "recorded_at_ns",
 )
 _TEXT_COLUMNS = tuple("text_value" if c == "value" else c for c in _NUMERIC_COLUMNS)
-# Rows are built from the events in C (attrgetter), in the writer thread, not per event in Python.
+# Rows are built from the events in C (attrgetter), in the writer thread, not per event in Python;
+# the event field is named like its column, except the timestamp.
 _measurement_row = operator.attrgetter(
-    "run_id",
-    "step",
-    "name",
-    "lane",
-    "attempt",
-    "value",
-    "outcome",
-    "marginal",
-    "raw_value",
-    "correction_db",
-    "die_x",
-    "die_y",
-    "at_ns",
+    *("at_ns" if column == "recorded_at_ns" else column for column in _NUMERIC_COLUMNS)
 )
 
 
