@@ -43,7 +43,7 @@ from station.events import (
     StepStarted,
     UnitCompleted,
 )
-from station.limits import DUT_SERIAL, LimitsFile, Product
+from station.limits import DUT_SERIAL, Limit, LimitsFile, Product
 from station.outcome import Outcome, worst
 from station.sequence import Sequence, Step
 
@@ -131,6 +131,7 @@ class StepContext:
         "_engine",
         "_instruments",
         "_prompt_open",
+        "_rules",
         "_unit_from",
         "attempt",
         "completed_units",
@@ -162,6 +163,7 @@ class StepContext:
         #: units (dies) a resumed run completed before: a step skips them (see `checkpoint`)
         self.completed_units: frozenset[str] = engine._completed_units
         self._unit_from = 0  # outcomes[_unit_from:] belong to the unit in progress
+        self._rules: dict[str, tuple[Limit, str | None]] = {}  # see `_rule`
 
     # --- cancellation ------------------------------------------------------------------------
     def check_cancelled(self) -> None:
@@ -226,9 +228,10 @@ class StepContext:
         engine = self._engine
         if engine._abort.is_set() or time.monotonic() > self._deadline:
             self.check_cancelled()
-        if name not in self.step.measures:
-            raise StationError(f"step {self.step.name!r} records {name!r} it did not declare")
-        limit = engine.limits.limits[name]
+        rule = self._rules.get(name)
+        if rule is None:
+            rule = self._rule(name)
+        limit, expected = rule
         if unit != limit.unit:
             raise StationError(f"{name} recorded in {unit!r}, its limit is in {limit.unit!r}")
         if limit.per_lane != (lane is not None):
@@ -250,7 +253,7 @@ class StepContext:
                 marginal,
                 limit.low,
                 limit.high,
-                engine.expected_text(name, self.dut_serial),
+                expected,
                 self.attempt,
                 raw_value,
                 correction_db,
@@ -258,6 +261,18 @@ class StepContext:
             )
         )
         return outcome
+
+    def _rule(self, name: str) -> tuple[Limit, str | None]:
+        """The limit of a measurement the step declared, and how it reads when not numeric
+        (looked up once per step and name: `measure` is called per measured value)."""
+        if name not in self.step.measures:
+            raise StationError(f"step {self.step.name!r} records {name!r} it did not declare")
+        rule = (
+            self._engine.limits.limits[name],
+            self._engine.expected_text(name, self.dut_serial),
+        )
+        self._rules[name] = rule
+        return rule
 
     def artefact(
         self, name: str, arrays: dict[str, np.ndarray], *, lane: int | None = None, **metadata: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from station.events import (
     UnitCompleted,
     ns_to_datetime,
 )
+from station.outcome import Outcome
 from station.results import artefacts as artefact_codec
 from station.results import queries
 from station.results.migrate import SchemaRefused, prepare
@@ -77,6 +79,15 @@ _TEXT_COLUMNS = tuple("text_value" if c == "value" else c for c in _NUMERIC_COLU
 _measurement_row = operator.attrgetter(
     *("at_ns" if column == "recorded_at_ns" else column for column in _NUMERIC_COLUMNS)
 )
+
+
+# Python's sqlite3 binds only exact int, float, str and bytes without a look-up; anything else
+# (None, bool, the Outcome enum) goes through its adapter protocol, whose misses cost an
+# AttributeError each: 2.4 us of a 5.4 us measurement row. Registered adapters are found first,
+# and these three bind exactly what the fallback would have bound (NULL, 0/1, the text value).
+sqlite3.register_adapter(type(None), lambda _value: None)
+sqlite3.register_adapter(bool, int)
+sqlite3.register_adapter(Outcome, str)
 
 
 def database_url(target: str | Path | None) -> str:
