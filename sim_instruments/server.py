@@ -192,10 +192,11 @@ class PtySerialServer:
                 os.close(fd)
 
     def _serve(self) -> None:
+        poller = select.poll()  # not select(): a process with 1,024 descriptors open breaks it
+        poller.register(self._master, select.POLLIN)
         while not self._stopping.is_set():
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.05)
-                if not ready:
+                if not poller.poll(50):
                     continue
                 data = os.read(self._master, 4096)
             except OSError:
