@@ -63,6 +63,9 @@ class ScpiSocketServer:
     def stop(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):
+            # close() alone does not wake a thread blocked in accept(): it would hang on forever
+            self._listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             self._listener.close()
         for conn in list(self._connections):
             with contextlib.suppress(OSError):
