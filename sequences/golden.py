@@ -6,6 +6,10 @@ Every judged measurement is a station figure (`station_*`, offsets from the refe
 a source or scope out of calibration), not that the golden unit is bad. Reference values live in
 `sequences/references/golden_units.toml`; the limits in `sequences/limits/golden/<product>.toml`
 (give it with `--limits`: the product's own file judges modules, not stations).
+
+The steps only record. What a run concludes is the station's (station.calibration.offsets, per
+the limits file's `[offsets]` table): a PASS becomes the station's next offsets version, which
+later runs apply; a figure outside its limits locks the station until an engineer unlocks it.
 """
 
 from __future__ import annotations

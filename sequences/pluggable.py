@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.interfaces import ModuleHost, ModuleState, ThermalController
+from sequences.inspection import inspect
 from sequences.pluggable_rx import RX_MEASURES, RX_ROLES, measure_rx, record_rx
 from sequences.pluggable_tx import TX_MEASURES, TX_ROLES, measure_tx, record_tx
 from station.engine import RunParameters, StepContext
@@ -244,6 +245,7 @@ SEQUENCE = CornerSequence(
     steps=(
         identify_module,
         case_temperature_plan,
+        inspect,  # the end faces before mating, with the transmitters still off
         power_up,
         *(s for steps in _CORNER_STEPS.values() for s in steps),
     ),

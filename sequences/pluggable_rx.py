@@ -44,8 +44,10 @@ RX_MEASURES = (
     "ddm_rx_power_error",
 )
 RX_PATH = "ref_tx_to_module_rx"
-BER_TARGET = 2.4e-4  # pre-FEC target of KP4 RS(544,514) links (802.3 clause 124)
-GATE_S = 1.0  # the shortest error-ratio gate of the M8040A: 1e11 bits at 53 GBd
+#: pre-FEC target of KP4 RS(544,514) links (802.3 clause 124); 1.6T DR8 assumes the same (its
+#: limits file's rx_ber_nominal, unverified)
+BER_TARGET = 2.4e-4
+GATE_S = 1.0  # the shortest error-ratio gate of the M8070B BERTs: 1e11 bits at 53 GBd PAM4
 MIN_ERRORS = 10  # fewest errors a waterfall point needs to enter the sensitivity fit
 #: waterfall points around the current estimate of the sensitivity, dB of received OMA: BER
 #: about 3e-3 down to 4e-6 for a noise-limited receiver, all far above the error floors
@@ -188,14 +190,20 @@ def _estimate_dbm(points: list[WaterfallPoint], fallback_dbm: float) -> float:
     if usable:
         oma_mw = np.array([10 ** (p.oma_dbm / 10.0) for p in usable])
         q = np.asarray(q_of_ber(np.array([p.ber for p in usable])), dtype=float)
+        best = int(np.argmin(np.abs(q - q_target)))
+        through_origin = float(10 * math.log10(oma_mw[best] * q_target / max(q[best], 1e-3)))
         if len(usable) >= 2 and np.ptp(oma_mw) > 0:
             slope, intercept = np.polyfit(oma_mw, q, 1)
             if slope > 0:
-                return float(10 * math.log10(max((q_target - intercept) / slope, 1e-6)))
-        best = int(np.argmin(np.abs(q - q_target)))
-        return float(10 * math.log10(oma_mw[best] * q_target / max(q[best], 1e-3)))
-    if points and all(p.bits and p.ber >= 0.1 for p in points):
-        return max(p.oma_dbm for p in points) + 2.0  # all far too many errors: more light
+                line = float(10 * math.log10(max((q_target - intercept) / slope, 1e-6)))
+                # points on the receiver's error floor flatten the line: it then points far
+                # off, where the through-origin estimate does not
+                if abs(line - through_origin) < 3.0:
+                    return line
+        return through_origin
+    if points and all(not p.bits or p.ber >= 0.1 for p in points):
+        # all far too many errors, or squelched (below loss of signal): more light
+        return max(p.oma_dbm for p in points) + 2.0
     if points and all(p.bits and p.errors < MIN_ERRORS for p in points):
         return min(p.oma_dbm for p in points) - 2.0  # all nearly error-free: less light
     return fallback_dbm
@@ -219,13 +227,15 @@ def waterfall(
             ):
                 points.append(lane.count_at_oma(oma))
         started = time.perf_counter()
+        # below its loss-of-signal level the receiver squelches: no bits, nothing to fit
+        counted = [p for p in points if p.bits]
         try:
             fit = sensitivity(
-                np.array([p.oma_dbm for p in points]),
+                np.array([p.oma_dbm for p in counted]),
                 None,
                 BER_TARGET,
-                bits=np.array([p.bits for p in points], dtype=float),
-                errors=np.array([p.errors for p in points], dtype=float),
+                bits=np.array([p.bits for p in counted], dtype=float),
+                errors=np.array([p.errors for p in counted], dtype=float),
                 min_errors=MIN_ERRORS,
             )
             return points, fit, "", analysis_s + time.perf_counter() - started

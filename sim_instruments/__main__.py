@@ -3,7 +3,8 @@
 Prints one `role resource` line per instrument (`role@site resource` with `--sites`), then `READY`.
 Lines on standard input act on the bench the way hands would: `insert <serial> <product>`,
 `remove`, `fault <role> <kind> [seconds] [match]`, `clear <role>`, `probe dut|jumper` (seat
-the inspection probe), `clean [fibre]` (the MPO cleaner), each optionally ending in `@<site>`.
+the inspection probe), `clean [fibre]` (the MPO cleaner), `jumper <name> <serial> [extra_db]`
+(swap a station jumper for another one), each optionally ending in `@<site>`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _control(benches: list[SimBench], line: str) -> str:
             return f"ok {bench.clean(int(args[0]) if args else None)} removed"
         elif verb == "probe" and len(args) == 1:  # seat the inspection probe: dut or jumper
             bench.endfaces().place_probe(args[0])
+        elif verb == "jumper" and 2 <= len(args) <= 3:  # swap a station jumper
+            bench.world.swap_jumper(args[0], args[1], float(args[2]) if len(args) > 2 else 0.0)
         else:
             return f"error: cannot parse {line.strip()!r}"
     except (KeyError, ValueError) as err:

@@ -19,7 +19,7 @@ from sim_instruments.formfactor_velox import SimVelox
 from sim_instruments.generic_scpi_endface_microscope import SimScpiEndfaceMicroscope
 from sim_instruments.ilx_ldc3724c import SerialLineDevice, SimLdc3724c
 from sim_instruments.keithley_2450 import SimK2450
-from sim_instruments.keysight_m8040a import SimM8040A
+from sim_instruments.keysight_m8050a import SimM8050A
 from sim_instruments.keysight_n1000a import SimN1000A
 from sim_instruments.keysight_n7734a import SimN7734A
 from sim_instruments.keysight_n7744c import SimN7744C
@@ -42,12 +42,12 @@ def module_bench(world: World) -> dict[str, Device]:
     world.add_switch(ports=12)
     rx_switch = world.add_rx_path(switch_ports=12)  # BERT -> reference TX -> attenuator -> switch
     world.add_tx_splitter()  # TX switch common -> scope 1, power meter 1, OSA
-    world.dut_inserter = world.insert_module
+    world.dut_inserter = world.insert_into_cage  # a module, or the path-cal loopback fixture
     return {
         "module_host": SimUsbIss(world, "00031415"),
         "optical_switch": SimN7734A(world, "MY53100212"),
         "power_meter": SimN7744C(world, "MY54330045"),
-        "bert": SimM8040A(world, "MY58440123"),
+        "bert": SimM8050A(world, "MY62380154"),  # 2-120 GBd: 800G and 1.6T DR8 receivers
         "attenuator": SimN7764A(world, "MY57220088"),
         "rx_switch": SimN7734A(rx_switch, "MY53100377"),  # type: ignore[arg-type]
         "sampling_scope": SimN1000A(world, "MY59200417"),

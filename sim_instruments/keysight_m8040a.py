@@ -1,5 +1,6 @@
 """Simulated Keysight M8040A 64 GBd BERT (M8070B system software's SCPI): an M8045A pattern
 generator driving the bench's reference transmitter, and an M8046A error detector per module lane.
+`SimM8070BBert` is the M8070B server itself, which the M8050A twin shares.
 
 Gated counts are binomial draws from the error rates the module's receiver delivers for the OMA
 the world routes to it, so they follow the attenuator; a gate lasts its simulated time.
@@ -22,7 +23,7 @@ GENERATOR = "M1.DataOut1"
 SPARE_OUTPUT = "M1.DataOut2"  # the M8045A's second channel: not wired on this bench
 CLOCK_GENERATOR = "M1.ClkGen"
 MEASUREMENT = "ErrorRatio"
-MIN_BAUD_HZ, MAX_BAUD_HZ = 2e9, 64e9  # M8045A symbol rate range
+MIN_BAUD_HZ, MAX_BAUD_HZ = 2e9, 64e9  # M8045A symbol rate range (option G64)
 MIN_GATE_S, MAX_GATE_S = 1.0, 31.5e6  # error ratio "Accumulation Fix Time" range
 CONFIGURE_S = 0.5  # loading a sequence or line coding, and re-synchronising the detectors
 #: above this BER a detector cannot keep pattern synchronisation (a simulator parameter; the real
@@ -59,14 +60,18 @@ def _pam4_node(suffixes: tuple[int, ...]) -> None:
         raise ScpiError(-113, "Undefined header")
 
 
-class SimM8040A(ScpiDevice):
+class SimM8070BBert(ScpiDevice):
+    """A BERT behind the M8070B system software: generator 'M1.DataOut1' (clock 'M1.ClkGen')
+    driving the bench's reference transmitter, error detector 'M<k+1>.DataIn1' on module lane k.
+    A model sets its identity and symbol rate range."""
+
     manufacturer = "Keysight Technologies"
-    model = "M8040A"
-    firmware = "8.5.140.7"
+    min_baud_hz: float
+    max_baud_hz: float
 
     def __init__(self, world: World, serial_number: str, lanes: int = 8) -> None:
         super().__init__(world.clock, serial_number)
-        assert world.rx is not None, "the M8040A drives the bench's receive path"
+        assert world.rx is not None, f"the {self.model} drives the bench's receive path"
         self.world = world
         self.rx = world.rx
         self.analyzers = [f"M{lane + 1}.DataIn1" for lane in range(1, lanes + 1)]
@@ -132,7 +137,7 @@ class SimM8040A(ScpiDevice):
         if identifier != CLOCK_GENERATOR:
             raise ScpiError(-224, "Illegal parameter value")
         baud = parse_number(value, {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9})
-        if not MIN_BAUD_HZ <= baud <= MAX_BAUD_HZ:
+        if not self.min_baud_hz <= baud <= self.max_baud_hz:
             raise ScpiError(-222, "Data out of range")
         self.baud_hz = baud
         self._reconfigured()
@@ -422,3 +427,9 @@ class SimM8040A(ScpiDevice):
         with self.lock:
             self.forced_sync_loss.clear()
             self.error_bursts.clear()
+
+
+class SimM8040A(SimM8070BBert):
+    model = "M8040A"
+    firmware = "8.5.140.7"
+    min_baud_hz, max_baud_hz = MIN_BAUD_HZ, MAX_BAUD_HZ

@@ -14,13 +14,45 @@ import numpy as np
 
 from sim_instruments.clock import SimClock
 from sim_instruments.light import DARK, Emission, Light
+from sim_instruments.population import serial_rng
 from sim_instruments.receiver import LaneErrorRates, ModuleReceiver, make_receiver
 
 if TYPE_CHECKING:
     from sim_instruments.pluggable import SimulatedModule
     from sim_instruments.world import SwitchState
 
+RX_BREAKOUT_SERIAL = "MPO8-RX-0418"  # the jumper the bench is built with (its station config's)
 LANES = 8  # MPO breakout legs: switch port k feeds module RX lane k
+#: slow drift of a jumper leg's loss (connector creep, temperature): amplitude range, dB, and
+#: period range, simulated seconds
+JUMPER_DRIFT_DB = (0.01, 0.04)
+JUMPER_DRIFT_PERIOD_S = (8 * 3600.0, 16 * 3600.0)
+
+
+@dataclass(frozen=True)
+class SimJumper:
+    """A station jumper as installed: its serial and how its legs' losses drift from the values
+    they had when it was mated (zero drift at installation, then a slow swing)."""
+
+    serial: str
+    drift_db: np.ndarray  # amplitude per leg, shape (legs,)
+    drift_period_s: np.ndarray  # per leg, shape (legs,)
+    installed_at_s: float
+
+    @classmethod
+    def install(cls, serial: str, legs: int, now_s: float) -> SimJumper:
+        rng = serial_rng("jumper-drift", serial)
+        return cls(
+            serial,
+            rng.uniform(*JUMPER_DRIFT_DB, legs),
+            rng.uniform(*JUMPER_DRIFT_PERIOD_S, legs),
+            now_s,
+        )
+
+    def drift_at_db(self, leg: int, now_s: float) -> float:
+        """How far leg `leg` (0-based) has drifted from its installed loss by `now_s`."""
+        phase = 2.0 * math.pi * (now_s - self.installed_at_s) / self.drift_period_s[leg]
+        return float(self.drift_db[leg] * math.sin(phase))
 #: a module's clock recovery locks within this fraction of its line rate
 BAUD_TOLERANCE = 100e-6
 PRODUCT_BAUD_GBD = {"800G-DR8": 53.125, "1.6T-DR8": 106.25}
@@ -159,6 +191,8 @@ class RxPath:
     switch: SwitchState
     patch_loss_db: float  # the two jumpers around the attenuator
     breakout_loss_db: np.ndarray  # switch port k to module RX lane k, shape (LANES,)
+    #: the MPO breakout jumper whose legs those are (its serial, how its legs drift)
+    breakout: SimJumper | None = None
     _receivers: dict[tuple[str, str], ModuleReceiver] = field(default_factory=dict)
 
     @classmethod
@@ -191,7 +225,13 @@ class RxPath:
             switch=switch,
             patch_loss_db=float(rng.uniform(0.2, 0.4)),
             breakout_loss_db=rng.uniform(0.15, 0.35, LANES),
+            breakout=SimJumper.install(RX_BREAKOUT_SERIAL, LANES, clock.now_s()),
         )
+
+    def breakout_db(self, lane: int, now_s: float) -> float:
+        """Loss of the breakout leg to module RX `lane` (1-based) now."""
+        drift = self.breakout.drift_at_db(lane - 1, now_s) if self.breakout is not None else 0.0
+        return float(self.breakout_loss_db[lane - 1]) + drift
 
     # --- optics -------------------------------------------------------------------------------
     def fixed_loss_db(self, lane: int) -> float:
@@ -201,7 +241,7 @@ class RxPath:
             self.patch_loss_db
             + self.attenuator.insertion_loss_db
             + float(self.switch.port_loss_db[lane - 1])
-            + float(self.breakout_loss_db[lane - 1])
+            + self.breakout_db(lane, self.clock.now_s())
         )
 
     def loss_db(self, lane: int) -> float:
@@ -217,7 +257,7 @@ class RxPath:
             + attenuator
             + float(switch.port_loss_db[lane - 1])
             + switch.route_error_db
-            + float(self.breakout_loss_db[lane - 1])
+            + self.breakout_db(lane, now)
         )
 
     def light_at_module_rx(self, lane: int) -> Light:

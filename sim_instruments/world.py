@@ -20,7 +20,8 @@ from sim_instruments.els import ElsFixture, make_els
 from sim_instruments.light import DARK, Emission, Light, Port
 from sim_instruments.pluggable import SimulatedModule
 from sim_instruments.population import make_module, serial_rng
-from sim_instruments.rx_path import RxPath, SwitchView
+from sim_instruments.reference_fixture import FIXTURE_PRODUCTS, ReferenceFixture, reference_signal
+from sim_instruments.rx_path import LANES, RxPath, SimJumper, SwitchView
 from sim_instruments.transmitter import TxSignal
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class TriggerBurst:
     power_w: float  # laser output power during the sweep (0 with the output off)
     speed_nm_per_s: float
     stop_s: float = math.inf  # set when the sweep is stopped early: later triggers never come
+
+
+TX_BREAKOUT_SERIAL = "MPO8-TX-0417"  # the jumper the module bench is built with
+JUMPERS = ("tx_breakout", "rx_breakout")  # the module bench's jumpers, by the name a config uses
 
 
 @dataclass
@@ -82,6 +87,10 @@ class World:
     case_temperature_c: Callable[[], float] | None = None
     #: loss of each leg of the splitter after the TX switch (see `add_tx_splitter`), dB
     tx_splitter_loss_db: dict[str, float] = field(default_factory=dict)
+    #: the module TX MPO breakout jumper whose legs' losses are `jumper_loss_db` (module bench)
+    tx_jumper: SimJumper | None = None
+    #: the reference loopback fixture, when it is in the module cage instead of a module
+    fixture: ReferenceFixture | None = None
 
     @classmethod
     def build(cls, clock: SimClock, bench_id: str = "sim-module-bench-1") -> World:
@@ -97,8 +106,34 @@ class World:
         port goes to power meter channel 1."""
         rng = self.bench_rng("tx-switch")
         self.jumper_loss_db = rng.uniform(0.15, 0.35, 8)
+        self.tx_jumper = SimJumper.install(TX_BREAKOUT_SERIAL, 8, self.clock.now_s())
         self.switch = SwitchState(port_count=ports, port_loss_db=rng.uniform(0.55, 0.95, ports))
         self.ports["power_meter:1"] = self.module_tx_at_switch_common
+
+    def tx_jumper_db(self, lane: int) -> float:
+        """Loss of the TX breakout leg of `lane` (0-based) now, drift included."""
+        jumper = self.tx_jumper
+        drift = jumper.drift_at_db(lane, self.clock.now_s()) if jumper is not None else 0.0
+        return float(self.jumper_loss_db[lane]) + drift
+
+    def swap_jumper(self, name: str, serial: str, extra_loss_db: float = 0.0) -> None:
+        """Replace jumper `name` ("tx_breakout", "rx_breakout") by the jumper `serial`, whose
+        legs have their own losses (plus `extra_loss_db`: an adapter, a worn ferrule)."""
+        if name not in JUMPERS:
+            raise ValueError(f"no jumper {name!r}; this bench has {', '.join(JUMPERS)}")
+        if not 0.0 <= extra_loss_db < 20.0:
+            raise ValueError(f"extra loss {extra_loss_db} dB: need 0 to 20 dB")
+        losses = serial_rng("jumper", serial).uniform(0.15, 0.35, LANES) + extra_loss_db
+        with self.lock:
+            jumper = SimJumper.install(serial, LANES, self.clock.now_s())
+            if name == "tx_breakout":
+                if self.switch is None:
+                    raise ValueError("this bench has no TX breakout jumper")
+                self.jumper_loss_db, self.tx_jumper = losses, jumper
+            else:
+                if self.rx is None:
+                    raise ValueError("this bench has no RX breakout jumper")
+                self.rx.breakout_loss_db, self.rx.breakout = losses, jumper
 
     def insert_dut(self, serial: str, product: str) -> None:
         """Put a DUT on the bench; what that means is up to the bench (see `dut_inserter`)."""
@@ -115,10 +150,23 @@ class World:
         self.rx = RxPath.build(self.clock, rng, rx_switch, lambda: self.module)
         for lane in range(1, 9):
             self.ports[f"module_rx:{lane}"] = functools.partial(self.rx.light_at_module_rx, lane)
+        self.ports["power_meter:2"] = self.fixture_tap_light  # the path-cal fixture's tap fan-in
         return SwitchView(self.clock, rx_switch, self.lock, self.rng)
+
+    def insert_into_cage(self, serial: str, product: str) -> None:
+        """The module bench's cage takes a module, or the reference loopback fixture."""
+        if product in FIXTURE_PRODUCTS:
+            self.insert_fixture(serial)
+        else:
+            self.insert_module(serial, product)
+
+    def insert_fixture(self, serial: str) -> None:
+        with self.lock:
+            self.module, self.fixture = None, ReferenceFixture.make(serial)
 
     def insert_module(self, serial: str, product: str) -> SimulatedModule:
         with self.lock:
+            self.fixture = None
             self.module = SimulatedModule(make_module(serial, product), self.clock)
             if self.rx is not None:
                 self.module.rx_input_source = self.rx.input_w
@@ -129,6 +177,7 @@ class World:
     def remove_dut(self) -> None:
         with self.lock:
             self.module = None
+            self.fixture = None
             if self.els is not None:
                 self.els.unmount()
             if self.wafer is not None:
@@ -189,6 +238,9 @@ class World:
         """The routed module TX lane at the switch's common port (port k carries lane k)."""
         with self.lock:
             switch, module = self.switch, self.module
+            if self.fixture is not None:
+                signal = self.module_tx_signal_at_switch_common()
+                return DARK if signal is None else (signal.emission(),)
             if switch is None or module is None or self.switch_settling_s() > 0:
                 return DARK
             lane = switch.routed - 1
@@ -197,7 +249,7 @@ class World:
             emitted = module.emitted_power_w()[lane]
             if emitted <= 0:
                 return DARK
-            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
+            loss_db = self.tx_jumper_db(lane) + switch.port_loss_db[lane] + switch.route_error_db
             wavelength = float(module.lane_wavelengths_nm()[lane])
             return (Emission(wavelength, float(emitted)).attenuated(float(loss_db)),)
 
@@ -235,16 +287,43 @@ class World:
         `extra_loss_db` (a splitter leg); None when dark."""
         with self.lock:
             switch, module = self.switch, self.module
-            if switch is None or module is None or self.switch_settling_s() > 0:
+            if switch is None or self.switch_settling_s() > 0:
                 return None
             lane = switch.routed - 1
-            if lane >= module.lanes:
+            if self.fixture is not None:
+                signal = self.fixture_tx_signal(lane)
+            elif module is None or lane >= module.lanes:
                 return None
-            signal = module.lane_signal(lane)
+            else:
+                signal = module.lane_signal(lane)
             if signal is None:
                 return None
-            loss_db = self.jumper_loss_db[lane] + switch.port_loss_db[lane] + switch.route_error_db
+            loss_db = self.tx_jumper_db(lane) + switch.port_loss_db[lane] + switch.route_error_db
             return signal.attenuated(float(loss_db) + extra_loss_db)
+
+    # --- the path-cal fixture in the cage -------------------------------------------------------
+    def fixture_tx_signal(self, lane: int) -> TxSignal | None:
+        """The light the fixture loops back into the cage's TX leg `lane` (0-based): what
+        arrives at its RX leg, less the loopback's loss; None when dark."""
+        fixture, rx = self.fixture, self.rx
+        if fixture is None or rx is None or lane >= LANES:
+            return None
+        loss = rx.loss_db(lane + 1)
+        if math.isinf(loss):
+            return None
+        return reference_signal(rx.ref_tx, loss + float(fixture.loopback_db[lane]))
+
+    def fixture_tap_light(self) -> Light:
+        """What the fixture's tap fan-in delivers to its power meter channel: every RX leg's
+        light less that leg's tap loss."""
+        fixture, rx = self.fixture, self.rx
+        if fixture is None or rx is None:
+            return DARK
+        return tuple(
+            emission.attenuated(float(fixture.tap_db[lane - 1]))
+            for lane in range(1, LANES + 1)
+            for emission in rx.light_at_module_rx(lane)
+        )
 
     def _tx_leg_light(self, loss_db: float) -> Light:
         signal = self.module_tx_signal_at_switch_common(loss_db)

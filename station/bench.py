@@ -7,11 +7,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from drivers.errors import InstrumentError
 from drivers.interfaces import Instrument
+from station.calibration.paths import (
+    PATH_CAL_SEQUENCE,
+    PathCalibration,
+    PathCalibrationInvalid,
+    load_path_calibrations,
+)
+from station.calibration.resolve import resolve_paths
 from station.config import InstrumentConfig, StationConfig
 from station.errors import CalibrationExpired, InputError, StationError
 from station.events import InstrumentRecord
@@ -71,6 +78,62 @@ def check_calibration(
             f"{config.path}: instruments.{role}.calibration_due = {due} has passed; recalibrate "
             "or give --calibration-override '<reason>' (it is recorded with the run)"
         )
+
+
+def check_path_calibration(
+    config: StationConfig,
+    sequence: str,
+    roles: Iterable[str],
+    records: Sequence[PathCalibration],
+    wavelength_nm: float,
+    now: dt.datetime,
+    mode: str,
+    override: str | None,
+) -> tuple[StationConfig, str | None]:
+    """The station with the path losses in force for a run of `sequence`, and the calibration
+    override to record with it.
+
+    Every path the sequence measures through needs a calibration record in force: present, not
+    expired, measured with the jumper the config names now, that jumper within its mating
+    limit. A production run refuses otherwise, naming the first path and why; a
+    characterisation run goes ahead with `override`, which is recorded with what it overrode.
+    """
+    if sequence == PATH_CAL_SEQUENCE:
+        return config, override  # it measures the paths; it does not use them
+    tables, problems = resolve_paths(config, records, roles, wavelength_nm, now)
+    config = config.with_calibrations(tables)
+    if not problems:
+        return config, override
+    first = problems[0].line(config.site_count)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    if mode == "characterisation" and override:
+        return config, f"{override} [path calibration overridden: {first}{more}]"
+    action = (
+        "run path-cal (production needs calibrated paths)"
+        if mode == "production"
+        else "run path-cal or give --calibration-override '<reason>'"
+    )
+    raise PathCalibrationInvalid(f"{config.path.name}: {first}{more}; {action}")
+
+
+def resolve_run_paths(
+    config: StationConfig,
+    sequence: str,
+    roles: Iterable[str],
+    wavelength_nm: float,
+    db_url: str,
+    mode: str,
+    override: str | None,
+    now: dt.datetime | None = None,
+) -> tuple[StationConfig, str | None]:
+    """`check_path_calibration` against the records in the results database at `db_url`."""
+    if sequence == PATH_CAL_SEQUENCE and config.path_cal is None:
+        raise InputError(config.path, "path_cal", None, "path-cal needs this table")
+    records = load_path_calibrations(db_url, config.station_id)
+    now = now or dt.datetime.now(dt.UTC)
+    return check_path_calibration(
+        config, sequence, roles, records, wavelength_nm, now, mode, override
+    )
 
 
 def open_bench(

@@ -7,10 +7,10 @@ Exit codes of `station run`: 0 the DUT passed, 1 it failed, 2 the station could 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence as Seq
 from typing import Any
@@ -19,25 +19,32 @@ import pandas as pd
 from rich.console import Console
 
 from station import __version__
-from station.bench import InstrumentSetupError, check_calibration, open_sites
+from station.bench import InstrumentSetupError, resolve_run_paths
+from station.calibration.locks import LimitsOverrideRecorder, check_unlocked, unlock_station
+from station.calibration.offsets import GoldenOffsetsWriter, load_offsets
+from station.calibration.paths import PATH_CAL_SEQUENCE
+from station.calibration.writer import PathCalWriter
 from station.config import load_station_config
 from station.console import (
-    ProgressPrinter,
     format_value,
+    live_progress,
     result_tables,
+    summary_table,
     terminal_prompter,
     verdict,
 )
-from station.engine import Arbiter, RunEngine, RunParameters, abort_on_signals
+from station.engine import RunParameters, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus, MeasurementRecorded
-from station.limits import LimitsFile, limits_path, load_limits, shipped_products
-from station.multisite import MultiSiteRunner
+from station.grr import add_grr_command, run_grr_command
+from station.launch import RunSetup, open_station, prepare_run, run_sites
+from station.limits import LimitsFile
 from station.outcome import Outcome, worst
 from station.results.commands import add_report_commands, add_result_commands, run_result_command
-from station.results.store import DEFAULT_DB, ResultsStore
-from station.sequence import Sequence, load_sequence
-from station.simbench import SimBenchProcess
+from station.results.store import DEFAULT_DB, ResultsStore, database_url
+from station.security.commands import add_security_commands, run_security_command
+from station.sequence import Sequence
+from station.simbench import SimulatedHands
 
 EXIT_CANNOT_TEST = 2
 
@@ -119,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN_ID",
         help="continue run RUN_ID after a crash: only what it has not completed is tested",
     )
+    run.add_argument(
+        "--limits-override",
+        metavar="REASON",
+        help="characterisation only: use an unapproved limits file (the reason is recorded)",
+    )
 
     sim = sub.add_parser("sim", help="simulated bench")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
@@ -130,7 +142,43 @@ def _parser() -> argparse.ArgumentParser:
 
     add_result_commands(sub)
     add_report_commands(sub)
+    add_grr_command(sub)
+    unlock = sub.add_parser("unlock", help="lift the lock a failed golden-unit check put on")
+    unlock.add_argument("--by", required=True, help="the engineer lifting it")
+    unlock.add_argument("--reason", required=True, help="what was done (recorded)")
+    unlock.add_argument("--station", metavar="CONFIG", help="station config TOML")
+    unlock.add_argument("--db", default=DEFAULT_DB, help=f"results database ({DEFAULT_DB})")
+    add_security_commands(sub)
+    _add_ui_command(sub)
     return parser
+
+
+def _add_ui_command(sub: Any) -> None:
+    ui = sub.add_parser("ui", help="the operator page: a local web server running the station")
+    ui.add_argument(
+        "--station", metavar="CONFIG", help="station config TOML (default: the simulated bench's)"
+    )
+    ui.add_argument("--sim", action="store_true", help="run on a simulated bench")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    ui.add_argument(
+        "--token",
+        default=os.environ.get("STATION_UI_TOKEN"),
+        help="required to serve beyond this machine (default $STATION_UI_TOKEN)",
+    )
+    ui.add_argument("--sequence", default="pluggable", help="the station's sequence")
+    ui.add_argument("--product", default="800G-DR8", help="the station's product")
+    ui.add_argument("--limits", metavar="FILE", help="limits file (default: the product's)")
+    ui.add_argument("--sites", type=int, help="test sites (default: the station config's)")
+    ui.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    ui.add_argument("--reports", default="reports", help="folder for HTML reports")
+    ui.add_argument("--operator", default=os.environ.get("USER", "unknown"))
+    ui.add_argument(
+        "--mode", choices=("production", "characterisation"), default="production"
+    )
+    ui.add_argument(
+        "--time-factor", type=float, default=1.0, help="with --sim: wall s per simulated s"
+    )
 
 
 def main(argv: Seq[str] | None = None) -> int:
@@ -144,6 +192,14 @@ def main(argv: Seq[str] | None = None) -> int:
             return _run(args, console)
         if args.command == "sim":
             return _sim_serve(args)
+        if args.command == "grr":
+            return run_grr_command(args, console)
+        if args.command == "unlock":
+            return _unlock(args, console)
+        if args.command in ("users", "audit"):
+            return run_security_command(args, console)
+        if args.command == "ui":
+            return _ui(args, console)
         return run_result_command(args, console)
     except StationError as err:  # bad input and refusals: one line, exit 2, nothing written
         errors.print(f"error: {err}", markup=False)
@@ -155,104 +211,84 @@ def main(argv: Seq[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     # Everything that can be wrong with the input is checked before anything is opened or written.
-    sequence = load_sequence(args.sequence)
-    if args.limits is None and args.product not in shipped_products():
-        raise InputError(
-            "--product",
-            "product",
-            args.product,
-            f"no limits file; known products: {', '.join(shipped_products())}",
-        )
-    limits = load_limits(args.limits or limits_path(args.product))
-    if limits.product.name != args.product:
-        raise InputError(
-            limits.path,
-            "product.name",
-            limits.product.name,
-            f"is not the requested product {args.product!r}",
-        )
-    if args.product not in sequence.products:
-        raise InputError(
-            "--product",
-            "product",
-            args.product,
-            f"sequence {sequence.name!r} tests {', '.join(sequence.products)}",
-        )
     serials: list[str] = args.serial
     sites = args.sites or len(serials)
+    setup = prepare_run(
+        sequence=args.sequence,
+        product=args.product,
+        limits=args.limits,
+        station=args.station,
+        sites=sites,
+        sim=args.sim,
+        time_factor=args.time_factor,
+        mode=args.mode,
+        operator=args.operator,
+        calibration_override=args.calibration_override,
+        parameters=RunParameters(corners_c=args.corners),
+    )
     if len(serials) != sites:
         raise InputError("--serial", "serial", serials, f"--sites {sites} needs {sites} serials")
-    if len(set(serials)) != len(serials):
-        raise InputError("--serial", "serial", serials, "the same serial is on two sites")
-    for serial in serials:
-        limits.check_serial(serial)
-    limits.check_against(sequence.measurements)
-    config = load_station_config(args.station, sequence.bench)
-    if args.sim and config.site_count == 1 and sites > 1:
-        config = config.replicated(sites)  # the simulated bench builds every site like site 1
-    if config.site_count != sites:
-        raise InputError(
-            config.path,
-            "sites",
-            config.site_count,
-            f"the station has {config.site_count} sites, --sites asks for {sites}",
-        )
-    check_calibration(config, sequence.roles, dt.date.today(), args.calibration_override)
-    if args.time_factor <= 0:
-        raise InputError("--time-factor", "time_factor", args.time_factor, "must be > 0")
+    setup.check_serials(serials)
+    # limits approved and in effect, or a characterisation run naming its override (recorded)
+    unapproved = setup.limits.check_release(args.mode, args.limits_override, dt.date.today())
+    config, override = resolve_run_paths(  # no run through a path without a calibration in force
+        setup.config,
+        setup.sequence.name,
+        setup.sequence.roles,
+        setup.limits.product.wavelength_nm,
+        database_url(args.db),
+        setup.mode,
+        setup.calibration_override,
+    )
+    setup = dataclasses.replace(setup, config=config, calibration_override=override)
+    setup = _golden_checks(args, setup)  # not locked; the golden-unit offsets in force
+    sequence, limits = setup.sequence, setup.limits
     run_options = _run_options(args, sequence, limits, serials)
 
-    sim = (
-        SimBenchProcess(
-            bench=sequence.bench,
-            duts=serials,
-            sites=sites,
-            product=args.product,
-            time_factor=args.time_factor,
-        )
-        if args.sim
-        else None
-    )
+    sim = setup.simulated_bench(serials) if args.sim else None
     try:
         if sim:
             sim.start()
         try:
-            bench, site_instruments, site_records = open_sites(
-                config, sequence.roles, sim.site_resources if sim else None
-            )
+            station = open_station(setup, sim.site_resources if sim else None)
         except InstrumentSetupError as err:
             Console(stderr=True).print(f"error: station cannot test: {err}", markup=False)
             return EXIT_CANNOT_TEST
-        with bench:
+        with station:
             store = ResultsStore(args.db)
             bus = EventBus()
             bus.subscribe(store)
-            bus.subscribe(ProgressPrinter(console, sites > 1))
-            prompter = terminal_prompter(console)
-
-            def make_engine(site: int, shared: frozenset[str], arbiter: Arbiter) -> RunEngine:
-                return RunEngine(
-                    sequence=sequence,
-                    limits=limits,
-                    station=config.for_site(site),
-                    instruments=site_instruments[site - 1],
-                    instrument_records=site_records[site - 1],
-                    bus=bus,
-                    operator=args.operator,
-                    mode=args.mode,
-                    site=site,
-                    calibration_override=args.calibration_override,
-                    prompter=prompter,
-                    shared_roles=shared,
-                    arbiter=arbiter,
-                    parameters=RunParameters(corners_c=args.corners),
+            if unapproved:
+                bus.subscribe(
+                    LimitsOverrideRecorder(
+                        store.engine, setup.limits, args.limits_override, unapproved
+                    )
                 )
-
-            runner = MultiSiteRunner(make_engine, site_instruments)
-            started = time.monotonic()
-            with abort_on_signals(runner):
-                site_results = runner.run(serials, **run_options)
-            elapsed = time.monotonic() - started
+            golden = (
+                GoldenOffsetsWriter(store.engine, setup.limits) if setup.limits.offsets else None
+            )
+            if golden:
+                bus.subscribe(golden)
+            if sequence.name == PATH_CAL_SEQUENCE:  # a passing path-cal publishes its records
+                bus.subscribe(PathCalWriter(store.engine, setup.config))
+            prompter = terminal_prompter(console)
+            if sim:  # the simulated bench seats the probe and cleans as the operator confirms
+                hands = SimulatedHands(sim.control)
+                bus.subscribe(hands)
+                prompter = hands.wrap(prompter)
+            progress = live_progress(console, setup.step_names, sites)
+            bus.subscribe(progress)
+            with progress:
+                done = run_sites(
+                    setup,
+                    station,
+                    dict(enumerate(serials, start=1)),
+                    bus=bus,
+                    prompter=prompter,
+                    guard=abort_on_signals,
+                    run_options=run_options,
+                )
+            site_results, elapsed = done.results, done.elapsed_s
             store.close()  # waits for the last commit; a write failure surfaces here
     finally:
         if sim:
@@ -290,13 +326,106 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f" {prefix}{site.serial}  run {result.run_id}  ({result.duration_s:.1f} s)",
         )
         outcomes.append(result.outcome)
-    for error in runner.shared_safe_errors:
+    for error in done.shared_safe_errors:
         console.print(f"station error: {error}", style="magenta", markup=False)
         outcomes.append(Outcome.ERROR)
+    if sites > 1:
+        console.print(summary_table(site_results))
+    if golden:
+        _golden_outcome(golden, console)
     console.print(
         f"results in {store.url}" + (f"; {sites} sites in {elapsed:.1f} s" if sites > 1 else "")
     )
     return worst(outcomes).exit_code
+
+
+def _ui(args: argparse.Namespace, console: Console) -> int:
+    try:  # the web stack is an optional extra: only the page needs it
+        from station.ui.server import check_binding, serve_station
+    except ImportError as err:
+        raise StationError(
+            f"the operator page needs the web extra ({err.name} is missing): "
+            "pip install 'optical-test-station[ui]'"
+        ) from None
+
+    check_binding(args.host, args.token)
+    setup = prepare_run(
+        sequence=args.sequence,
+        product=args.product,
+        limits=args.limits,
+        station=args.station,
+        sites=args.sites,
+        sim=args.sim,
+        time_factor=args.time_factor,
+        mode=args.mode,
+        operator=args.operator,
+    )
+
+    def check_paths(setup: RunSetup) -> RunSetup:  # as `station run` does, before every batch
+        # the page has no limits override: unapproved limits are refused in every mode
+        setup.limits.check_release(setup.mode, None, dt.date.today())
+        config, override = resolve_run_paths(
+            setup.config,
+            setup.sequence.name,
+            setup.sequence.roles,
+            setup.limits.product.wavelength_nm,
+            database_url(args.db),
+            setup.mode,
+            setup.calibration_override,
+        )
+        checked = dataclasses.replace(setup, config=config, calibration_override=override)
+        return _golden_checks(args, checked)
+
+    check_paths(setup)  # a station that cannot test refuses to start
+    return serve_station(
+        setup,
+        check=check_paths,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        db=args.db,
+        reports=args.reports,
+        announce=lambda line: print(line, flush=True),  # plain: a log or a launcher reads it
+    )
+
+
+def _golden_checks(args: argparse.Namespace, setup: RunSetup) -> RunSetup:
+    """Refuse a locked station (a golden-unit check failed); apply its golden-unit offsets."""
+    check_unlocked(args.db, setup.config.station_id)
+    offsets = load_offsets(args.db, setup.config.station_id)
+    if not offsets:
+        return setup
+    return dataclasses.replace(setup, config=setup.config.with_offsets(offsets))
+
+
+def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
+    for station_id, site, version in golden.versions:
+        console.print(f"station {station_id} site {site}: offsets version {version} in force")
+    for station_id, site, reason in golden.locked:
+        console.print(
+            f"station {station_id} site {site} LOCKED: {reason}; runs are refused until "
+            "`station unlock --by <engineer> --reason <text>`",
+            style="magenta",
+            markup=False,
+        )
+    if golden.failure:
+        console.print(f"station error: offsets not written: {golden.failure}", style="magenta")
+
+
+def _unlock(args: argparse.Namespace, console: Console) -> int:
+    config = load_station_config(args.station)
+    with ResultsStore(args.db) as store:
+        lifted = unlock_station(store.engine, config.station_id, args.by, args.reason)
+    if not lifted:
+        console.print(f"station {config.station_id} is not locked", markup=False)
+        return 0
+    for lock in lifted:
+        console.print(
+            f"station {config.station_id} site {lock.site}: lock of "
+            f"{lock.locked_at:%Y-%m-%d %H:%M} UTC lifted by {args.by} ({args.reason})",
+            markup=False,
+        )
+    return 0
 
 
 def _run_options(

@@ -1,5 +1,5 @@
 """Station configuration: which driver and resource plays each instrument role, calibration dates,
-and the station's measured optical path losses. Loaded from TOML, validated, passed in explicitly.
+optical paths and the jumpers they run through. Loaded from TOML, validated, passed in explicitly.
 """
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,60 @@ class InstrumentConfig:
 
 @dataclass(frozen=True)
 class PathLoss:
-    """Measured loss of a group of optical paths, one value per index (e.g. per lane)."""
+    """Loss of a group of optical paths, one value per index (e.g. per lane), as configured.
+
+    A `bootstrap` loss is a nominal value for a path that `path-cal` measures: only a
+    characterisation run with a recorded override uses it; production needs a calibration record.
+    `roles` are the instruments at the path's ends: a sequence using all of them uses the path.
+    """
 
     name: str
     loss_db: tuple[float, ...]
     uncertainty_db: float
     measured_on: dt.date
+    bootstrap: bool = False
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Jumper:
+    """A station jumper (patch cord, MPO breakout) that optical paths run through. Swapping it
+    (another serial) invalidates the calibration of its paths; past its mating limit it must be
+    replaced."""
+
+    name: str
+    serial: str
+    mating_count: int
+    mating_limit: int
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PathCalSettings:
+    """How this station calibrates its paths: how long a calibration holds, and the certified
+    losses of its reference loopback fixtures (one stands in the DUT's place during path-cal;
+    its serial is the run's DUT serial)."""
+
+    validity_days: float
+    fixture_tap_db: float  # fixture RX leg -> its tap output on the power meter's tap channel
+    fixture_loopback_db: float  # fixture RX leg -> the TX leg it loops back into
+    fixture_uncertainty_db: float
+    tap_channel: int  # the power meter channel the fixture's tap output is wired to
+
+
+class PathLossDb(float):
+    """A path loss (dB) resolved from a calibration record; carries the record's id so that a
+    measurement corrected by it can name it."""
+
+    calibration_id: int
+
+    def __new__(cls, loss_db: float, calibration_id: int) -> PathLossDb:
+        value = super().__new__(cls, loss_db)
+        value.calibration_id = calibration_id
+        return value
+
+    def __reduce__(self) -> tuple[type[PathLossDb], tuple[float, int]]:
+        return PathLossDb, (float(self), self.calibration_id)
 
 
 @dataclass(frozen=True)
@@ -54,6 +103,16 @@ class StationConfig:
     sites: dict[int, tuple[dict[str, InstrumentConfig], dict[str, PathLoss]]] = field(
         default_factory=dict
     )
+    jumpers: dict[str, Jumper] = field(default_factory=dict)
+    #: `[sites.<n>.jumpers.<name>]`: a site's own jumpers over the top-level ones
+    site_jumpers: dict[int, dict[str, Jumper]] = field(default_factory=dict)
+    path_cal: PathCalSettings | None = None
+    #: site -> (path, index) -> the loss in force from the results store's calibration records
+    calibrations: Mapping[int, Mapping[tuple[str, int], PathLossDb]] = field(default_factory=dict)
+    #: site -> (measurement, lane) -> the golden-unit offset in force (station.calibration.offsets)
+    offsets: Mapping[int, Mapping[tuple[str, int | None], float]] = field(default_factory=dict)
+    #: the site a `for_site` view belongs to (None: the whole station)
+    site: int | None = None
 
     @property
     def site_count(self) -> int:
@@ -63,19 +122,46 @@ class StationConfig:
         """This single-site station copied to `sites` identical sites (a simulated bench builds
         every site like the first: same instruments, serial numbers and path losses)."""
         copies = {site: (dict(self.instruments), dict(self.paths)) for site in range(2, sites + 1)}
-        return StationConfig(self.path, self.station_id, self.instruments, self.paths, copies)
+        return replace(self, sites=copies)
 
     def for_site(self, site: int) -> StationConfig:
         """The view one site has: its own instruments and paths over the shared ones."""
         if not 1 <= site <= self.site_count:
             raise InputError(self.path, "sites", site, f"this station has {self.site_count} sites")
         instruments, paths = self.sites.get(site, ({}, {}))
-        return StationConfig(
-            self.path, self.station_id, {**self.instruments, **instruments}, {**self.paths, **paths}
+        return replace(
+            self,
+            instruments={**self.instruments, **instruments},
+            paths={**self.paths, **paths},
+            sites={},
+            jumpers={**self.jumpers, **self.site_jumpers.get(site, {})},
+            site_jumpers={},
+            site=site,
         )
 
+    def with_calibrations(
+        self, calibrations: Mapping[int, Mapping[tuple[str, int], PathLossDb]]
+    ) -> StationConfig:
+        """This station with the path losses in force per site (see station.calibration)."""
+        return replace(self, calibrations=calibrations)
+
+    def with_offsets(
+        self, offsets: Mapping[int, Mapping[tuple[str, int | None], float]]
+    ) -> StationConfig:
+        """This station with its golden-unit offsets in force per site: a run records
+        `value - offset` (see station.calibration.offsets)."""
+        return replace(self, offsets=offsets)
+
+    def jumper_of(self, path: str) -> Jumper | None:
+        """The jumper path `path` runs through, if the config names one."""
+        return next((j for j in self.jumpers.values() if path in j.paths), None)
+
     def path_loss_db(self, name: str, index: int) -> float:
-        """Loss of path `name` at `index` (0-based)."""
+        """Loss of path `name` at `index` (0-based): the calibration record in force for this
+        site where there is one (a PathLossDb naming it), else the configured value."""
+        calibrated = self.calibrations.get(self.site or 1, {}).get((name, index))
+        if calibrated is not None:
+            return calibrated
         if name not in self.paths:
             raise InputError(self.path, f"paths.{name}", None, "no such optical path is calibrated")
         losses = self.paths[name].loss_db
@@ -87,7 +173,15 @@ class StationConfig:
 
 
 _INSTRUMENT_KEYS = {"driver", "resource", "serial_number", "calibration_due", "timeout_s"}
-_PATH_KEYS = {"loss_db", "uncertainty_db", "measured_on"}
+_PATH_KEYS = {"loss_db", "uncertainty_db", "measured_on", "bootstrap", "roles"}
+_JUMPER_KEYS = {"serial", "mating_count", "mating_limit", "paths"}
+_PATH_CAL_KEYS = {
+    "validity_days",
+    "fixture_tap_db",
+    "fixture_loopback_db",
+    "fixture_uncertainty_db",
+    "tap_channel",
+}
 
 
 def default_config_path(bench: str = "module") -> Path:
@@ -104,7 +198,7 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
         raise InputError(path, "file", str(path), "does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(path, "file", str(path), f"is not valid TOML ({err})") from None
-    unknown = set(data) - {"station", "instruments", "paths", "sites"}
+    unknown = set(data) - {"station", "instruments", "paths", "sites", "jumpers", "path_cal"}
     if unknown:
         raise InputError(path, sorted(unknown)[0], None, "unknown section")
     station = _table(path, data, "station")
@@ -116,10 +210,11 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
         instruments[role] = _instrument(path, role, spec)
     paths = {name: _path(path, name, spec) for name, spec in data.get("paths", {}).items()}
     sites = {}
+    site_jumpers: dict[int, dict[str, Jumper]] = {}
     for key, spec in data.get("sites", {}).items():
         if not key.isdigit() or not 1 <= int(key) <= 64 or not isinstance(spec, dict):
             raise InputError(path, f"sites.{key}", spec, "sites are tables numbered 1..64")
-        unknown = set(spec) - {"instruments", "paths"}
+        unknown = set(spec) - {"instruments", "paths", "jumpers"}
         if unknown:
             raise InputError(path, f"sites.{key}.{sorted(unknown)[0]}", None, "unknown key")
         site_instruments = {
@@ -131,11 +226,37 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
             for name, item in spec.get("paths", {}).items()
         }
         sites[int(key)] = (site_instruments, site_paths)
+        known = {**paths, **site_paths}
+        site_jumpers[int(key)] = {
+            name: _jumper(path, name, item, known, f"sites.{key}.jumpers")
+            for name, item in _optional_table(path, spec, "jumpers", f"sites.{key}").items()
+        }
     # Site 1 may live entirely in the top-level tables; sites 2..n must each be described.
     missing = sorted(set(range(2, max(sites, default=1) + 1)) - set(sites))
     if missing:
         raise InputError(path, f"sites.{missing[0]}", None, "sites must be numbered 1..n")
-    return StationConfig(path, station_id, instruments, paths, sites)
+    jumpers = {
+        name: _jumper(path, name, spec, paths)
+        for name, spec in _optional_table(path, data, "jumpers").items()
+    }
+    path_cal = _path_cal(path, data["path_cal"]) if "path_cal" in data else None
+    return StationConfig(
+        path,
+        station_id,
+        instruments,
+        paths,
+        sites,
+        jumpers,
+        {site: table for site, table in site_jumpers.items() if table},
+        path_cal,
+    )
+
+
+def _optional_table(path: Path, data: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise InputError(path, f"{where}.{key}" if where else key, value, "must be a table")
+    return value
 
 
 def _table(path: Path, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -198,4 +319,72 @@ def _path(path: Path, name: str, spec: Any, table: str = "paths") -> PathLoss:
     measured = spec.get("measured_on")
     if not isinstance(measured, dt.date):
         raise InputError(path, f"{where}.measured_on", measured, "must be a TOML date")
-    return PathLoss(name, tuple(float(v) for v in losses), float(uncertainty), measured)
+    bootstrap = spec.get("bootstrap", False)
+    if not isinstance(bootstrap, bool):
+        raise InputError(path, f"{where}.bootstrap", bootstrap, "must be true or false")
+    roles = spec.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and ROLE.match(r) for r in roles):
+        raise InputError(path, f"{where}.roles", roles, "must be a list of role names")
+    return PathLoss(
+        name, tuple(float(v) for v in losses), float(uncertainty), measured, bootstrap, tuple(roles)
+    )
+
+
+def _jumper(
+    path: Path, name: str, spec: Any, paths: dict[str, PathLoss], table: str = "jumpers"
+) -> Jumper:
+    where = f"{table}.{name}"
+    if not isinstance(spec, dict):
+        raise InputError(path, where, spec, "must be a table")
+    unknown = set(spec) - _JUMPER_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InputError(path, f"{where}.{key}", spec[key], "unknown key")
+    serial = spec.get("serial")
+    if not isinstance(serial, str) or not serial:
+        raise InputError(path, f"{where}.serial", serial, "must be a non-empty string")
+    count = spec.get("mating_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InputError(path, f"{where}.mating_count", count, "must be an integer >= 0")
+    limit = spec.get("mating_limit")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InputError(path, f"{where}.mating_limit", limit, "must be an integer >= 1")
+    served = spec.get("paths")
+    if not isinstance(served, list) or not served or not all(isinstance(p, str) for p in served):
+        raise InputError(path, f"{where}.paths", served, "must be a list of path names")
+    for name_of_path in served:
+        if name_of_path not in paths:
+            raise InputError(path, f"{where}.paths", name_of_path, "no such path in [paths]")
+    return Jumper(name, serial, count, limit, tuple(served))
+
+
+def _path_cal(path: Path, spec: Any) -> PathCalSettings:
+    if not isinstance(spec, dict):
+        raise InputError(path, "path_cal", spec, "must be a table")
+    unknown = set(spec) - _PATH_CAL_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InputError(path, f"path_cal.{key}", spec[key], "unknown key")
+    numbers = {}
+    for key, low, high in (
+        ("validity_days", 0.0, 366.0),
+        ("fixture_tap_db", 0.0, 30.0),
+        ("fixture_loopback_db", 0.0, 30.0),
+        ("fixture_uncertainty_db", 0.0, 1.0),
+    ):
+        value = spec.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not low < value < high:
+            raise InputError(
+                path, f"path_cal.{key}", value, f"must be a number in ({low:g}, {high:g})"
+            )
+        numbers[key] = float(value)
+    channel = spec.get("tap_channel")
+    if not isinstance(channel, int) or isinstance(channel, bool) or not 1 <= channel <= 8:
+        raise InputError(path, "path_cal.tap_channel", channel, "must be a channel number 1..8")
+    return PathCalSettings(
+        numbers["validity_days"],
+        numbers["fixture_tap_db"],
+        numbers["fixture_loopback_db"],
+        numbers["fixture_uncertainty_db"],
+        channel,
+    )

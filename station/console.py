@@ -1,6 +1,7 @@
 """What the CLI shows: live step progress while a run goes, and the result table at its end.
 
-Rich renders colour and tables on a terminal and plain text elsewhere (logs, CI).
+Rich renders colour, live progress bars and tables on a terminal and plain text elsewhere (logs,
+CI): one line per step as it starts and ends.
 """
 
 from __future__ import annotations
@@ -10,19 +11,32 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Protocol
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from station.engine import Prompter
 from station.events import (
     MeasurementRecorded,
+    PromptAnswered,
     PromptRequested,
+    RunEnded,
     RunStarted,
     StepEnded,
     StepStarted,
 )
+from station.multisite import SiteResult
 from station.outcome import Outcome
 
 STYLE = {
@@ -59,6 +73,111 @@ class ProgressPrinter:
             if event.error:
                 text.append(f"  {event.error}", style="magenta")
             self.console.print(text)
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class ProgressDisplay(Protocol):
+    """A bus subscriber that is also entered around the run (to start and stop its display)."""
+
+    def __call__(self, event: object) -> None: ...
+    def __enter__(self) -> ProgressDisplay: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class LiveProgress:
+    """Subscriber for a terminal: one live bar per site (steps done of the run's steps, the step
+    in progress, measurements so far); steps that do not pass are printed above the bars."""
+
+    def __init__(self, console: Console, steps: Sequence[str]) -> None:
+        self.console = console
+        self.total = len(steps)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[step]}"),
+            TextColumn("[dim]{task.fields[measured]} measured"),
+            TimeElapsedColumn(),
+            console=console,
+            refresh_per_second=8,
+        )
+        self._tasks: dict[str, TaskID] = {}  # run id -> its site's bar
+        self._label: dict[str, str] = {}
+        self._measured: dict[str, int] = {}
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            label = f"site {event.site} {event.dut_serial}"
+            self._label[event.run_id] = label
+            self._measured[event.run_id] = 0
+            self._tasks[event.run_id] = self.progress.add_task(
+                label, total=self.total, step="", measured=0
+            )
+            return
+        task = self._tasks.get(getattr(event, "run_id", ""))
+        if task is None:
+            return
+        if isinstance(event, StepStarted):
+            self.progress.update(task, step=f"[{event.index + 1}] {event.step}")
+        elif isinstance(event, MeasurementRecorded):
+            self._measured[event.run_id] += 1
+            self.progress.update(task, measured=self._measured[event.run_id])
+        elif isinstance(event, StepEnded):
+            self.progress.advance(task)
+            if event.outcome != Outcome.PASS:
+                text = Text(f"  {self._label[event.run_id]} [{event.index + 1}] {event.step} ")
+                text.append(str(event.outcome), style=STYLE[event.outcome])
+                if event.error:
+                    text.append(f"  {event.error}", style="magenta")
+                self.progress.console.print(text)
+        elif isinstance(event, RunEnded):
+            self.progress.update(task, step=f"[{STYLE[event.outcome]}]{event.outcome}[/]")
+        elif isinstance(event, PromptRequested):
+            self.progress.stop()  # the operator answers on this terminal: no redraws meanwhile
+        elif isinstance(event, PromptAnswered):
+            self.progress.start()
+
+
+def live_progress(console: Console, steps: Sequence[str], sites: int) -> ProgressDisplay:
+    """Live bars on a terminal; plain lines per step anywhere else (logs, pipes, CI)."""
+    if console.is_terminal:
+        return LiveProgress(console, steps)
+    return ProgressPrinter(console, sites > 1)
+
+
+def summary_table(results: Sequence[SiteResult]) -> Table:
+    """One row per site: serial, verdict, measurements outside their limits, run, duration."""
+    table = Table(title="Summary", title_justify="left")
+    for column in ("site", "serial", "result", "not passed", "run", "duration"):
+        table.add_column(column, justify="right" if column == "duration" else "left")
+    for site in results:
+        result = site.result
+        if result is None:
+            table.add_row(str(site.site), site.serial, verdict(Outcome.ERROR), "", "", "")
+            continue
+        final = {(m.step, m.name, m.lane): m.outcome for m in result.measurements}  # last try
+        failing = [key for key, outcome in final.items() if outcome != Outcome.PASS]
+        table.add_row(
+            str(site.site),
+            site.serial,
+            verdict(result.outcome),
+            str(len(failing)),
+            result.run_id,
+            f"{result.duration_s:.1f} s",
+        )
+    return table
 
 
 def format_value(value: float | int | str) -> str:

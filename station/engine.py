@@ -25,7 +25,7 @@ import numpy as np
 from drivers.errors import InstrumentError
 from drivers.interfaces import Instrument
 from station import __version__
-from station.config import StationConfig
+from station.config import PathLossDb, StationConfig
 from station.errors import RunAborted, StationError, StepTimeout
 from station.events import (
     ArtefactRecorded,
@@ -196,6 +196,8 @@ class StepContext:
         return device
 
     def path_loss_db(self, path: str, index: int) -> float:
+        """The loss in force for `path` at `index`; pass it on as `measure(correction_db=...)`
+        and the measurement names the calibration record it came from."""
         return self.station.path_loss_db(path, index)
 
     @property
@@ -239,6 +241,10 @@ class StepContext:
                 f"{name} is {'per lane' if limit.per_lane else 'scalar'} in "
                 f"{engine.limits.path.name}, recorded with lane={lane}"
             )
+        if self.station.offsets and isinstance(value, float):
+            value, raw_value, correction_db = self._offset(
+                name, lane, value, raw_value, correction_db
+            )
         outcome, marginal = limit.judge(value, self.dut_serial)
         self.outcomes.append(outcome)
         engine.bus.emit(
@@ -258,9 +264,34 @@ class StepContext:
                 raw_value,
                 correction_db,
                 *(die or self.die or (None, None)),
+                # a loss from `path_loss_db` names the calibration record it came from
+                calibration_id=getattr(correction_db, "calibration_id", None),  # type: ignore[misc]
             )
         )
         return outcome
+
+    def _offset(
+        self,
+        name: str,
+        lane: int | None,
+        value: float,
+        raw_value: float | None,
+        correction_db: float | None,
+    ) -> tuple[float, float | None, float | None]:
+        """The station's golden-unit offset applied like a path loss: the value less the offset,
+        the raw value kept, the offset added into the correction (which keeps naming the path
+        calibration record it includes)."""
+        offset = self.station.offsets.get(self.station.site or 1, {}).get((name, lane))
+        if offset is None:
+            return value, raw_value, correction_db
+        earlier = correction_db or 0.0
+        corrected = earlier - offset
+        calibration_id = getattr(correction_db, "calibration_id", None)
+        return (
+            value - offset,
+            value - earlier if raw_value is None else raw_value,  # value = raw + correction
+            corrected if calibration_id is None else PathLossDb(corrected, calibration_id),
+        )
 
     def _rule(self, name: str) -> tuple[Limit, str | None]:
         """The limit of a measurement the step declared, and how it reads when not numeric

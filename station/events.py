@@ -101,6 +101,7 @@ class MeasurementRecorded:
     die_x: int | None = None  # wafer runs: the die the measurement belongs to
     die_y: int | None = None
     at_ns: int = field(default_factory=time.time_ns)
+    calibration_id: int | None = None  # the path calibration record `correction_db` came from
 
 
 @dataclass(frozen=True, slots=True)

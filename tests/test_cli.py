@@ -27,8 +27,8 @@ def station(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_passing_module_exits_0_and_is_stored(tmp_path: Path) -> None:
-    db = tmp_path / "results.sqlite"
+def test_passing_module_exits_0_and_is_stored(tmp_path: Path, calibrated_db: Path) -> None:
+    db = calibrated_db  # production runs through calibrated paths
     done = station(
         "run",
         "pluggable",
@@ -57,8 +57,8 @@ def test_passing_module_exits_0_and_is_stored(tmp_path: Path) -> None:
     assert f"run {run['run_id']}" in done.stdout
 
 
-def test_failing_module_exits_1_and_names_the_lane(tmp_path: Path) -> None:
-    db = tmp_path / "results.sqlite"
+def test_failing_module_exits_1_and_names_the_lane(tmp_path: Path, calibrated_db: Path) -> None:
+    db = calibrated_db  # production runs through calibrated paths
     done = station(
         "run",
         "pluggable",
@@ -146,8 +146,10 @@ def test_sim_serve_answers_an_independent_pyvisa_client(tmp_path: Path) -> None:
                 stream.close()
 
 
-def test_sigterm_mid_run_ends_aborted_with_exit_2_and_safe_state_recorded(tmp_path: Path) -> None:
-    db = tmp_path / "results.sqlite"
+def test_sigterm_mid_run_ends_aborted_with_exit_2_and_safe_state_recorded(
+    tmp_path: Path, calibrated_db: Path
+) -> None:
+    db = calibrated_db  # production runs through calibrated paths
     process = subprocess.Popen(
         [
             *STATION,
@@ -183,8 +185,8 @@ def test_sigterm_mid_run_ends_aborted_with_exit_2_and_safe_state_recorded(tmp_pa
     assert safe.loc[safe["name"] == "safe_state", "value"].iloc[0].startswith("module_host")
 
 
-def test_three_sites_at_once_each_with_its_own_verdict(tmp_path: Path) -> None:
-    db = tmp_path / "results.sqlite"
+def test_three_sites_at_once_each_with_its_own_verdict(tmp_path: Path, calibrated_db: Path) -> None:
+    db = calibrated_db  # production runs through calibrated paths
     done = station(
         "run",
         "pluggable",
@@ -211,8 +213,10 @@ def test_three_sites_at_once_each_with_its_own_verdict(tmp_path: Path) -> None:
     assert f"site 2 {FAILING}" in done.stdout
 
 
-def test_corners_reach_the_sequence_and_one_it_does_not_offer_is_bad_input(tmp_path: Path) -> None:
-    db = tmp_path / "results.sqlite"
+def test_corners_reach_the_sequence_and_one_it_does_not_offer_is_bad_input(
+    tmp_path: Path, calibrated_db: Path
+) -> None:
+    db = calibrated_db  # production runs through calibrated paths
     args = ["run", "pluggable", "--product", "800G-DR8", "--serial", PASSING, "--sim"]
     done = station(*args, "--db", str(db), "--corners", "25,85", *FAST, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr

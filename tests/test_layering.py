@@ -15,12 +15,14 @@ STDLIB = set(sys.stdlib_module_names)
 ALLOWED = {
     "sequences": {"station", "drivers.interfaces", "numpy"},
     "station": {"drivers", "numpy", "pandas", "scipy", "sqlalchemy", "rich", "alembic", "pyarrow",
-                "matplotlib"},
+                "matplotlib", "starlette", "uvicorn"},  # the last two: the operator page
     "station.analysis": {"numpy", "pandas", "scipy"},
     "drivers": {"pyvisa", "pyvisa_py", "serial", "numpy"},
     "sim_instruments": {"numpy"},
+    # the simulated MES shares only the pure retest decision with the station
+    "sim_mes": {"station.mes.retest"},
 }
-FORBIDDEN_INSIDE = {"station": {"sequences", "sim_instruments"}}
+FORBIDDEN_INSIDE = {"station": {"sequences", "sim_instruments", "sim_mes"}}
 
 
 def _package_of(path: Path) -> str:
@@ -76,5 +78,9 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     assert not _allowed("station.analysis", "drivers.base")
     assert not _allowed("drivers", "station.engine")
     assert not _allowed("sim_instruments", "drivers.cmis")
+    assert not _allowed("station", "sim_mes.server")
+    assert not _allowed("sequences", "sim_mes")
+    assert not _allowed("sim_mes", "station.mes.http")
+    assert _allowed("sim_mes", "station.mes.retest")
     assert _allowed("sequences", "drivers.interfaces")
     assert _allowed("station", "station.analysis.units")

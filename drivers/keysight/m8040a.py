@@ -1,5 +1,6 @@
 """Keysight M8040A 64 GBd high-performance BERT (M8045A pattern generator, M8046A error detectors),
-programmed through the M8070B system software's SCPI server.
+programmed through the M8070B system software's SCPI server; `M8070BBert` holds that server's
+command set, which the M8050A (drivers/keysight/m8050a.py) shares.
 
 Command set: Keysight M8070A Programming Guide, chapter 5 "SCPI Command Reference" (the M8070B
 keeps these), and chapter 2 "Recommended Programming Techniques" (sequence definitions, status
@@ -85,8 +86,9 @@ def _sequence_block(polynomial: int, analyzer: bool) -> str:
     return f"#{len(length)}{length}{xml}"
 
 
-class M8040A(ScpiInstrument):
-    """Keysight M8040A BERT; implements `Bert`. Lane k (1-based) is error detector 'M<k+1>.DataIn1'.
+class M8070BBert(ScpiInstrument):
+    """A BERT run by the M8070B system software; implements `Bert`. Lane k (1-based) is error
+    detector 'M<k+1>.DataIn1'. A model sets its symbol rate range (`baud_range_gbd`).
 
     `count_errors` runs the error ratio measurement for a fixed time on every detector, polls the
     RUN bit until it ends, then reads each lane's counters. A lane whose detector has no data
@@ -100,7 +102,7 @@ class M8040A(ScpiInstrument):
     clock: ClassVar[str] = "M1.ClkGen"
     measurement: ClassVar[str] = "ErrorRatio"
     lanes: ClassVar[int] = 8
-    baud_range_gbd: ClassVar[tuple[float, float]] = (2.0, 64.0)
+    baud_range_gbd: ClassVar[tuple[float, float]]  # the model's generator and detectors, GBd
     gate_range_s: ClassVar[tuple[float, float]] = (1.0, 31.5e6)
 
     @property
@@ -255,3 +257,10 @@ class M8040A(ScpiInstrument):
         if len(ratios) == 1:
             return InstantaneousRatios(ratios[0], float("nan"), ())
         return InstantaneousRatios(ratios[0], ratios[1], tuple(ratios[2:]))
+
+
+class M8040A(M8070BBert):
+    """Keysight M8040A: M8045A generator and M8046A detectors, 2 to 64 GBd (M8045A option G64;
+    M8000 Series User Guide, "Bit Rate Range": specified to 58 GBd, programmable to 64.8)."""
+
+    baud_range_gbd: ClassVar[tuple[float, float]] = (2.0, 64.0)

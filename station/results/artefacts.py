@@ -32,6 +32,12 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "spectrum": (("wavelength_nm", "transmission_db"), ("resonance_nm",)),
     "wafer_map": (("die_x", "die_y", "value"), ()),
     "waveform": (("time_s", "amplitude"), ()),
+    # a fibre's end face (uint8, binned), its detected features' mask, where its centre is
+    # (row, col), the pixel pitch and the graded zones' outer radii (sequences/inspection.py)
+    "endface": (
+        ("image", "defect_mask", "centre_px", "um_per_pixel", "zone_radius_um"),
+        ("feature_centre_um", "feature_size_um", "feature_is_scratch"),
+    ),
 }
 FORMAT_NPZ = "npz"
 

@@ -1,5 +1,6 @@
 """PNG plots for the reports, drawn with matplotlib's Agg canvas (headless, no pyplot state):
-PAM4 eye density, BER waterfall with its fit, LIV, spectra with resonances, wafer maps, Pareto.
+PAM4 eye density, BER waterfall with its fit, LIV, spectra with resonances, wafer maps, Pareto,
+connector end faces with their graded zones and detected defects.
 
 Each renderer takes artefact arrays as station.results.artefacts.KINDS names them.
 """
@@ -28,7 +29,7 @@ BIN_COLOURS = {1: "#1b9e77", 2: "#d95f02", 3: "#7570b3", 4: "#666666", 5: "#bbbb
 Panel = tuple[str, dict[str, np.ndarray], dict[str, Any]]  # (title, arrays, metadata)
 
 
-_SHARED_AXES = ("eye", "spectrum", "waveform")  # panels of these kinds share their axes
+_SHARED_AXES = ("eye", "spectrum", "waveform", "endface")  # panels of these kinds share their axes
 
 
 def _figure(
@@ -140,6 +141,38 @@ def waveform(ax: Axes, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> N
     ax.set_ylabel(f"amplitude ({meta.get('amplitude_unit', 'a.u.')})")
 
 
+_ZONE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")  # zone A, B, ... boundaries
+
+
+def endface(ax: Axes, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """A fibre's end face (grey, axes in um from the fibre centre), the outer boundary of each
+    graded zone, and the detected features outlined in red."""
+    image = np.asarray(arrays["image"], dtype=float)
+    scale = float(arrays["um_per_pixel"])
+    row, col = np.asarray(arrays["centre_px"], dtype=float)
+    rows, cols = image.shape
+    extent = ((-0.5 - col) * scale, (cols - 0.5 - col) * scale, (rows - 0.5 - row) * scale,
+              (-0.5 - row) * scale)  # fmt: skip
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="nearest")
+    names = str(meta.get("zones", "")).split(",")
+    angle = np.linspace(0.0, 2.0 * np.pi, 181)
+    for z, radius in enumerate(np.atleast_1d(arrays["zone_radius_um"])):
+        colour = _ZONE_COLOURS[z % len(_ZONE_COLOURS)]
+        ax.plot(radius * np.cos(angle), radius * np.sin(angle), color=colour, lw=0.8, ls="--")
+        if z < len(names) and names[z]:
+            ax.text(radius * 0.71, -radius * 0.71, names[z], color=colour, fontsize="small")
+    mask = np.asarray(arrays["defect_mask"])
+    if mask.any():
+        x = (np.arange(cols) - col) * scale
+        y = (np.arange(rows) - row) * scale
+        ax.contour(x, y, mask.astype(float), levels=[0.5], colors="#d62728", linewidths=1.0)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("x (um)")
+    ax.set_ylabel("y (um)")
+    ax.set_aspect("equal")
+
+
 def _parameter_map(ax: Axes, die_x: Any, die_y: Any, values: Any, label: str) -> None:
     values = np.asarray(values, dtype=float)
     grid = wafer_map(np.asarray(die_x), np.asarray(die_y), values)
@@ -176,6 +209,7 @@ _SINGLE: dict[str, Callable[[Axes, dict[str, np.ndarray], dict[str, Any]], None]
     "spectrum": spectrum,
     "wafer_map": wafer_artefact,
     "waveform": waveform,
+    "endface": endface,
 }
 KINDS_PLOTTED = (*_SINGLE, "waterfall")
 
@@ -192,12 +226,21 @@ def artefact_figure(kind: str, panels: Sequence[Panel], title: str) -> Figure:
         return figure
     shown = list(panels)[:MAX_PANELS]
     shared = kind in _SHARED_AXES and len(shown) > 1
-    figure, axes = _figure(len(shown), shared=shared)
+    size = (3.0, 3.0) if kind == "endface" else (4.2, 3.2)  # square faces
+    figure, axes = _figure(len(shown), *size, shared=shared)
+    if shared and kind == "endface":  # room for the panels' titles under the figure's
+        figure.subplots_adjust(top=1 - 0.8 / figure.get_figheight())
     for ax, (label, arrays, meta) in zip(axes, shown, strict=True):
         _SINGLE[kind](ax, arrays, meta)
         if shared:
             ax.label_outer()
         found = np.atleast_1d(arrays.get("resonance_nm", [])).size if kind == "spectrum" else 0
+        if kind == "endface":  # a panel a fibre: its position and its grade, coloured
+            grade = str(meta.get("grade", ""))
+            colour = {"PASS": "#1b7f5f", "FAIL": "#c0392b"}.get(grade, "#222222")
+            panel = f"{label.replace('lane', 'fibre')}: {grade}"
+            ax.set_title(panel, fontsize="medium", color=colour)
+            continue
         ax.set_title(label + (f" ({found} resonances)" if found else ""), fontsize="medium")
     figure.suptitle(title)
     return figure

@@ -387,3 +387,42 @@ def attributes_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
 def table_frame(conn: sa.Connection, table: sa.Table) -> pd.DataFrame:
     frame = _frame(conn, sa.select(table).order_by(*table.primary_key.columns), table.c.keys())
     return _integers(_utc(frame, *(c.name for c in table.c if isinstance(c.type, sa.DateTime))))
+
+
+YIELD_COLUMNS = ("units", "runs", "first_pass_yield", "final_yield", "retest_rate")
+
+
+def retest_yields(
+    conn: sa.Connection,
+    filters: dict[str, Any],
+    by: tuple[str, ...] = ("lot_id", "station_id"),
+) -> pd.DataFrame:
+    """First-pass yield, final yield and retest rate of the finished runs per `by` group.
+
+    Within a group, a unit's attempts are its runs in start order: first-pass yield is the share
+    of units whose first attempt passed, final yield the share whose last attempt passed, and
+    the retest rate the share of runs that were retests ((runs - units) / runs). Group by
+    ("lot_id",) for a lot's yields over all its stations. Runs still in flight are left out.
+    """
+    unknown = [column for column in by if column not in RUN_COLUMNS]
+    if unknown:
+        raise FilterError(f"cannot group by {unknown[0]!r}; columns: {', '.join(RUN_COLUMNS)}")
+    frame = runs_frame(conn, filters)
+    frame = frame[frame["outcome"].notna()].sort_values(["started_at", "run_id"], kind="stable")
+    keys = [*by, "dut_serial"]
+    attempts = frame.groupby(keys, dropna=False, sort=False)["outcome"]
+    per_unit = attempts.agg(["first", "last", "size"])
+    passed = per_unit.assign(
+        first_pass=per_unit["first"].eq("PASS"), final_pass=per_unit["last"].eq("PASS")
+    )
+    grouped = passed.groupby(list(by), dropna=False, sort=True)
+    table = pd.DataFrame(
+        {
+            "units": grouped.size(),
+            "runs": grouped["size"].sum(),
+            "first_pass_yield": grouped["first_pass"].mean(),
+            "final_yield": grouped["final_pass"].mean(),
+        }
+    )
+    table["retest_rate"] = (table["runs"] - table["units"]) / table["runs"]
+    return table.reset_index()[[*by, *YIELD_COLUMNS]]

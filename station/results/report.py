@@ -33,6 +33,13 @@ figcaption{font-size:90%;color:#555} img{max-width:100%;border:1px solid #ddd}
 """
 
 
+#: what a reader needs to know to read a figure of a kind
+_NOTES = {
+    "endface": ": a panel a fibre, the graded zones dashed, detected defects and scratches "
+    "outlined in red, the fibre's grade above it",
+}
+
+
 class ReportError(LookupError):
     """Nothing to report: the run or lot is not in the store."""
 
@@ -159,7 +166,8 @@ def _artefact_plots(store: ResultsStore, run_id: str, images: _Images) -> list[s
             panels.append((", ".join(where) or str(name), arrays, dict(row.metadata)))
         if panels:
             figure = plots.artefact_figure(str(kind), panels, f"{step}: {name}")
-            images.add(figure, f"{step}-{name}", f"{step}: {name} ({kind})")
+            caption = f"{step}: {name} ({kind}){_NOTES.get(str(kind), '')}"
+            images.add(figure, f"{step}-{name}", caption)
         if len(group) > plots.MAX_PANELS:
             notes.append(f"{step}: {name}: {len(group) - plots.MAX_PANELS} more not shown")
     return notes

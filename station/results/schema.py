@@ -8,11 +8,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Human-readable schema version, kept in `schema_info` so older software refuses a newer file.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 #: The Alembic revision that creates exactly these tables (tests check it is the script head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0006"
 #: schema_info.version of databases made before Alembic -> the revision that describes them
-REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004"}
+REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006"}
 
 metadata = sa.MetaData()
 
@@ -144,6 +144,8 @@ measurements = sa.Table(
     sa.Column("die_y", sa.Integer),
     sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
     sa.Column("artefact_id", sa.Integer, sa.ForeignKey("artefacts.id")),
+    # path_calibrations.id of the loss the value was corrected by, where one was
+    sa.Column("calibration_id", sa.Integer),
 )
 
 attributes = sa.Table(
@@ -190,4 +192,142 @@ units = sa.Table(
     sa.Column("soft_bin", sa.Integer),
     sa.Column("bin_name", sa.String(64)),
     sa.Column("completed_at_ns", sa.BigInteger, nullable=False),
+)
+
+
+# Optical path calibrations (DOMAIN.md 9): one row per measured loss of a station's path
+# (switch port x jumper x attenuator setting x wavelength), never updated: a new measurement is a
+# new row, and the newest unexpired row of a (station, site, path, index, wavelength, setting) is
+# the one in force. `run_id` is the path-cal run whose measurements and raw data produced it.
+path_calibrations = sa.Table(
+    "path_calibrations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("site", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(64), nullable=False),
+    sa.Column("path_index", sa.Integer, nullable=False),  # 0-based, e.g. lane - 1
+    sa.Column("wavelength_nm", sa.Float, nullable=False),
+    sa.Column("attenuation_db", sa.Float),  # the attenuator setting, where it matters
+    sa.Column("loss_db", sa.Float, nullable=False),
+    sa.Column("uncertainty_db", sa.Float, nullable=False),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("reference_instruments", sa.Text, nullable=False),  # "role=serial; ..."
+    sa.Column("jumper_serial", sa.String(64)),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Index("ix_path_calibrations_station_path", "station_id", "site", "path"),
+)
+
+
+# --- limits release, station offsets and locks, gauge R&R (schema version 6) --------------------
+# A run that used an unapproved limits file under an engineering override: who, why, which file.
+limits_overrides = sa.Table(
+    "limits_overrides",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("limits_path", sa.Text, nullable=False),
+    sa.Column("limits_sha256", sa.String(64), nullable=False),
+    sa.Column("unapproved_reason", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Golden-unit offsets of a station's site, versioned: every golden run within its limits adds
+# one version (all its rows); the newest version is the one later runs apply (value - offset).
+station_offsets = sa.Table(
+    "station_offsets",
+    metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("site", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("measurement", sa.String(64), primary_key=True),
+    sa.Column("lane", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("offset_db", sa.Float, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),  # the golden figure it came from
+    sa.Column("golden_run_id", sa.String(32), nullable=False),
+    sa.Column("golden_serial", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# A station locked by a golden run outside its limits, until an engineer unlocks it.
+station_locks = sa.Table(
+    "station_locks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("station_id", sa.String(64), nullable=False, index=True),
+    sa.Column("site", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("locked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("unlocked_at", sa.DateTime(timezone=True)),
+    sa.Column("unlocked_by", sa.String(64)),
+    sa.Column("unlock_reason", sa.Text),
+)
+
+# Gauge R&R studies: the design, the limits version studied and whether it released it ...
+grr_studies = sa.Table(
+    "grr_studies",
+    metadata,
+    sa.Column("study_id", sa.String(32), primary_key=True),
+    sa.Column("product", sa.String(64), nullable=False),
+    sa.Column("limits_version", sa.String(64), nullable=False),
+    sa.Column("limits_sha256", sa.String(64), nullable=False),
+    sa.Column("sequence", sa.String(64), nullable=False),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("appraiser_kind", sa.String(32), nullable=False),  # "site" (simulated stations)
+    sa.Column("parts", sa.Integer, nullable=False),
+    sa.Column("appraisers", sa.Integer, nullable=False),
+    sa.Column("repeats", sa.Integer, nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("released", sa.Boolean, nullable=False),
+)
+
+# ... one row per measurement (and lane) with its variance components (standard deviations) ...
+grr_results = sa.Table(
+    "grr_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.String(32), sa.ForeignKey("grr_studies.study_id"), nullable=False),
+    sa.Column("measurement", sa.String(64), nullable=False),
+    sa.Column("lane", sa.Integer),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("ev", sa.Float, nullable=False),
+    sa.Column("av", sa.Float, nullable=False),
+    sa.Column("interaction", sa.Float, nullable=False),
+    sa.Column("grr", sa.Float, nullable=False),
+    sa.Column("pv", sa.Float, nullable=False),
+    sa.Column("tv", sa.Float, nullable=False),
+    sa.Column("interaction_pooled", sa.Boolean, nullable=False),
+    sa.Column("tolerance", sa.Float),
+    sa.Column("pct_grr_tolerance", sa.Float),
+    sa.Column("pct_grr_study", sa.Float),
+    sa.Column("ndc", sa.Float),
+    sa.Column("key", sa.Boolean, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+)
+
+# ... and the run behind each observation (part, appraiser, repeat), so a study can be re-read.
+grr_runs = sa.Table(
+    "grr_runs",
+    metadata,
+    sa.Column("study_id", sa.String(32), sa.ForeignKey("grr_studies.study_id"), primary_key=True),
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("part", sa.String(64), nullable=False),
+    sa.Column("appraiser", sa.Integer, nullable=False),
+    sa.Column("repeat", sa.Integer, nullable=False),
+)
+
+# Limits versions released by a passing gauge R&R study of their key measurements.
+limits_releases = sa.Table(
+    "limits_releases",
+    metadata,
+    sa.Column("product", sa.String(64), primary_key=True),
+    sa.Column("limits_sha256", sa.String(64), primary_key=True),
+    sa.Column("limits_version", sa.String(64), nullable=False),
+    sa.Column("study_id", sa.String(32), sa.ForeignKey("grr_studies.study_id"), nullable=False),
+    sa.Column("released_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -71,6 +71,7 @@ _NUMERIC_COLUMNS = (
     "correction_db",
     "die_x",
     "die_y",
+    "calibration_id",
     "recorded_at_ns",
 )
 _TEXT_COLUMNS = tuple("text_value" if c == "value" else c for c in _NUMERIC_COLUMNS)

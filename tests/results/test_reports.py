@@ -38,6 +38,13 @@ SYNTHETIC = {
         "value": np.array([1.0, 2.0, 3.0, 4.0]),
     },
     "waveform": {"time_s": np.linspace(0, 1e-9, 50), "amplitude": np.sin(np.arange(50))},
+    "endface": {  # a fibre's face, as sequences/inspection.py stores it, with one defect
+        "image": np.full((128, 128), 200, dtype=np.uint8),
+        "defect_mask": np.pad(np.ones((4, 4), dtype=np.uint8), ((60, 64), (70, 54))),
+        "centre_px": np.array([63.5, 63.5]),
+        "um_per_pixel": np.float64(1.0),
+        "zone_radius_um": np.array([12.5, 57.5]),
+    },
 }
 
 
@@ -145,3 +152,15 @@ def test_report_and_yield_commands(
     assert main(["report", "nosuchrun", "--db", sqlite_store.url, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no run 'nosuchrun'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_end_face_panel_draws_its_zones_outlines_its_defects_and_names_its_grade() -> None:
+    meta = {"grade": "FAIL", "zones": "A,B"}
+    figure = plots.artefact_figure("endface", [("lane 3", SYNTHETIC["endface"], meta)], "faces")
+    (ax,) = [ax for ax in figure.axes if ax.get_visible()]
+    assert ax.get_title() == "fibre 3: FAIL" and figure.get_suptitle() == "faces"
+    zones = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    radii = sorted(float(np.hypot(*line.get_xydata()[0])) for line in zones)
+    assert radii == pytest.approx([12.5, 57.5])
+    assert len(ax.collections) == 1  # the defect's outline (a contour)
+    assert [text.get_text() for text in ax.texts] == ["A", "B"]

@@ -8,15 +8,25 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim_instruments.__main__ import _control
 from sim_instruments.bench import SimBench
 from station.bench import open_bench, open_sites
 from station.config import StationConfig, load_station_config
-from station.engine import Arbiter, RunEngine, RunParameters, RunResult
-from station.events import ArtefactRecorded, AttributeRecorded, EventBus, StepEnded, StepStarted
+from station.engine import Arbiter, Prompter, RunEngine, RunParameters, RunResult
+from station.errors import SimBenchError
+from station.events import (
+    ArtefactRecorded,
+    AttributeRecorded,
+    EventBus,
+    PromptRequested,
+    StepEnded,
+    StepStarted,
+)
 from station.limits import LimitsFile, limits_path, load_limits
 from station.multisite import MultiSiteRunner, SiteResult
 from station.outcome import Outcome
 from station.sequence import Sequence, load_sequence
+from station.simbench import SimulatedHands
 
 TIME_FACTOR = 0.005  # soaks and BER gates take minutes of simulated time
 GOLDEN_LIMITS = Path(__file__).resolve().parents[2] / "sequences/limits/golden/800G-DR8.toml"
@@ -98,6 +108,23 @@ class Run:
         return sum(self.inside_temperatures_c(step)) / 2.0
 
 
+def first_choice(request: PromptRequested, abort: object) -> str:
+    """An operator who does what every prompt asks (its first answer: "Cleaned", ...)."""
+    return request.choices[0]
+
+
+def hands(sims: list[SimBench]) -> SimulatedHands:
+    """The simulated benches' hands, acting on benches in this process (site n: `sims[n-1]`)."""
+
+    def control(line: str) -> str:
+        reply = _control(sims, line)
+        if reply.startswith("error"):
+            raise SimBenchError(f"{line!r}: {reply}")
+        return reply
+
+    return SimulatedHands(control)
+
+
 def run_unit(
     sim: SimBench,
     serial: str,
@@ -109,8 +136,10 @@ def run_unit(
     corners_c: tuple[float, ...] | None = None,
     config: StationConfig | None = None,
     insert: bool = True,
+    operator: Prompter = first_choice,
 ) -> Run:
-    """Insert `serial` and run the sequence on it through the real drivers."""
+    """Insert `serial` and run the sequence on it through the real drivers; the bench's hands
+    seat the inspection probe and clean as `operator` answers."""
     seq = load_sequence(sequence) if isinstance(sequence, str) else sequence
     config = config or load_station_config()
     if insert:
@@ -118,6 +147,8 @@ def run_unit(
     recorder = Recorder(sim)
     bus = EventBus()
     bus.subscribe(recorder)
+    sim_hands = hands([sim])
+    bus.subscribe(sim_hands)
     with open_bench(config, seq.roles, sim.resources()) as opened:
         engine = RunEngine(
             sequence=seq,
@@ -128,6 +159,7 @@ def run_unit(
             bus=bus,
             mode=mode,
             parameters=RunParameters(corners_c=corners_c),
+            prompter=sim_hands.wrap(operator),
         )
         result = engine.run(serial)
     return Run(result, recorder.events, recorder.temperatures_c)
@@ -170,6 +202,8 @@ def run_sites(
     recorder = Recorder()
     bus = EventBus()
     bus.subscribe(recorder)
+    sim_hands = hands(sims)
+    bus.subscribe(sim_hands)
     opened, site_instruments, records = open_sites(config, seq.roles, resources)
     with opened:
 
@@ -185,6 +219,7 @@ def run_sites(
                 site=site,
                 shared_roles=shared,
                 arbiter=arbiter,
+                prompter=sim_hands.wrap(first_choice),
             )
 
         runner = MultiSiteRunner(make_engine, site_instruments)

@@ -39,7 +39,7 @@ def test_the_1p6t_limits_say_which_values_are_unconfirmed() -> None:
 
 def test_800g_limits_carry_the_802_3_values() -> None:
     limits = load_limits(limits_path("800G-DR8")).limits
-    values = {name: (limit.low, limit.high) for name, limit in limits.items()}
+    values = {name: (limit.spec_low, limit.spec_high) for name, limit in limits.items()}
     assert values["tx_oma_outer"] == (-0.8, 4.2)
     assert values["tx_tdecq"] == (None, 3.4)
     assert values["tx_oma_minus_tdecq"] == (-2.2, None)

@@ -16,21 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from sequences.pluggable import SEQUENCE
+from sequences.pluggable_rx import BER_TARGET
 from sequences.pluggable_tx import correlation_lane
 from sim_instruments import waveforms as wf
 from sim_instruments.bench import SimBench
 from sim_instruments.faults import Fault
+from sim_instruments.keysight_m8040a import SimM8040A
 from sim_instruments.pluggable import SimulatedModule
+from sim_instruments.server import ScpiSocketServer
 from sim_instruments.transmitter import TxSignal
 from station.analysis.patterns import prbs13q
 from station.analysis.tdecq import tdecq
 from station.config import load_station_config
+from station.limits import limits_path
+from station.multisite import SiteResult
 from station.outcome import Outcome
 from station.sequence import Sequence
 from tests.sequences.helpers import TIME_FACTOR, Run, benches, run_sites, run_unit
@@ -127,6 +133,7 @@ def test_a_passing_unit_passes_every_lane_and_keeps_its_records(passing) -> None
     assert list(run.step_outcomes()) == [
         "identify_module",
         "case_temperature_plan",
+        "inspect",
         "power_up",
         "case_temperature_25c",
         "tx_optical_25c",
@@ -251,24 +258,135 @@ def test_a_bert_that_stops_answering_ends_the_site_in_error_with_the_path_dark()
         assert not rx.ref_tx.driven
 
 
-# --- 1.6T: the bench's BERT stops at 64 GBd -------------------------------------------------
-def test_a_1p6t_unit_is_measured_on_tx_and_skips_rx_for_the_benchs_bert() -> None:
+# --- 1.6T: 106.25 GBd receivers on the bench's M8050A ----------------------------------------
+@pytest.fixture(scope="module")
+def passing_1p6t() -> Iterator[tuple[Run, SimulatedModule, SimBench]]:
+    """SIM0001 as a 1.6T DR8 unit, every step, at the production corner."""
     with SimBench.build(time_factor=TIME_FACTOR) as sim:
         run = run_unit(sim, "SIM0001", "1.6T-DR8", mode="characterisation")
         module = sim.world.module
         assert module is not None
-        inside_c = run.inside_temperature_c("tx_optical_25c")
+        yield run, module, sim
+
+
+def test_a_1p6t_unit_is_measured_end_to_end_tx_and_rx(passing_1p6t) -> None:
+    run, module, sim = passing_1p6t
     assert run.outcome == Outcome.PASS, run.failed()
-    reason = run.attributes("rx_25c")["rx_skipped"]
-    assert "M8040A" in reason and "64 GBd" in reason and "106.25 GBd" in reason
-    assert not run.values("rx_sensitivity_oma") and not run.artefacts("waterfall")
-    assert len(run.values("ddm_rx_power_error")) == 8  # the RX monitors need light, not a BERT
+    assert "rx_skipped" not in run.attributes("rx_25c")
+    for name in (*RX_PER_LANE, "rx_sensitivity_oma", "ddm_rx_power_error"):
+        assert sorted(run.values(name)) == list(LANES), name  # type: ignore[type-var]
+    assert sorted(w.lane for w in run.artefacts("waterfall")) == list(LANES)  # type: ignore[type-var]
+    assert "SECQ 0.41 dB" in run.attributes("rx_25c")["rx_source"]
+    rx = sim.world.rx
+    assert rx is not None  # the BERT ran the reference at the 1.6T rate, and left it undriven
+    assert rx.ref_tx.baud_gbd == pytest.approx(106.25) and not rx.ref_tx.driven
+    # A gate counts 2 bits a symbol at 106.25 GBd: twice the bits of an 800G gate.
+    (first, *_) = run.artefacts("waterfall")
+    assert first.arrays["bits"] == pytest.approx(2 * 106.25e9, rel=1e-6)
+    inside_c = run.inside_temperature_c("tx_optical_25c")
     for lane in LANES:
         signal = _lane_signal(module, lane, inside_c)
         assert signal.baud_rate_hz == 106.25e9
         assert run.values("tx_oma_outer")[lane] == pytest.approx(_dbm(signal.oma_outer_w), abs=0.25)
         assert run.values("tx_extinction_ratio")[lane] == pytest.approx(signal.er_outer_db, abs=0.2)
         assert run.values("tx_tdecq")[lane] < 3.0  # type: ignore[operator]
+
+
+def test_1p6t_fitted_sensitivity_is_the_receivers_own_within_0p3_db(passing_1p6t) -> None:
+    run, _, sim = passing_1p6t
+    rx = sim.world.rx
+    receiver = rx.receiver()
+    assert receiver is not None and receiver.product == "1.6T-DR8"
+    inside_c = run.inside_temperature_c("rx_25c")
+    for lane in LANES:
+        expected = receiver.sensitivity_at(lane - 1, inside_c) + rx.ref_tx.penalty_db
+        assert run.values("rx_sensitivity_oma")[lane] == pytest.approx(expected, abs=0.3)
+        assert run.values("rx_ber_nominal")[lane] < 1e-8  # type: ignore[operator]
+        assert run.values("rx_ber_nominal_confidence")[lane] > 0.999  # type: ignore[operator]
+
+
+#: 1.6T serial -> (measurement that must fail, lane), found in the simulator's population
+BAD_1P6T_UNITS = {
+    "SIM0002": ("rx_sensitivity_oma", 7),  # weak receiver lane (truth about -1.5 dBm)
+    "SIM0014": ("tx_oma_outer", 3),  # weak TX laser
+}
+
+
+def _check_1p6t_sites(results: list[SiteResult], lasers: list[np.ndarray]) -> None:
+    """Every site measured every lane's receiver; the bad units fail on their own lane only."""
+    for site in results:
+        assert site.result is not None, site
+        measured = {(m.name, m.lane) for m in site.result.measurements}
+        assert {("rx_sensitivity_oma", lane) for lane in LANES} <= measured, site.serial
+        failed = {(m.name, m.lane) for m in site.result.measurements if m.outcome != "PASS"}
+        if site.serial in BAD_1P6T_UNITS:
+            name, lane = BAD_1P6T_UNITS[site.serial]
+            assert site.result.outcome == Outcome.FAIL, site
+            assert (name, lane) in failed, (site.serial, failed)
+            assert {m_lane for _, m_lane in failed} == {lane}, (site.serial, failed)
+        else:
+            assert site.result.outcome == Outcome.PASS, (site.serial, failed, site.result.error)
+    assert all(not power.any() for power in lasers)  # every site ended with its lasers off
+
+
+def test_1p6t_on_two_sites_a_weak_receiver_fails_on_its_own_lane() -> None:
+    serials = ["SIM0001", "SIM0002"]
+    with benches(serials, "1.6T-DR8") as sims:
+        results, _, _ = run_sites(sims, serials, "1.6T-DR8", mode="characterisation")
+        lasers = [sim.world.module.emitted_power_w() for sim in sims]  # type: ignore[union-attr]
+    _check_1p6t_sites(results, lasers)
+    bad = next(site for site in results if site.serial == "SIM0002")
+    assert bad.result is not None
+    weak = {m.lane: m.value for m in bad.result.measurements if m.name == "rx_sensitivity_oma"}
+    assert weak[7] > -2.8 > max(v for lane, v in weak.items() if lane != 7)  # type: ignore[operator]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_1p6t_on_eight_sites() -> None:
+    serials = ["SIM0001", "SIM0002", "SIM0003", "SIM0005", "SIM0009", "SIM0013", "SIM0014"]
+    serials.append("SIM0015")
+    with benches(serials, "1.6T-DR8") as sims:
+        results, recorder, _ = run_sites(sims, serials, "1.6T-DR8", mode="characterisation")
+        lasers = [sim.world.module.emitted_power_w() for sim in sims]  # type: ignore[union-attr]
+    assert sorted(site.serial for site in results) == sorted(serials)
+    _check_1p6t_sites(results, lasers)
+    run_ids = {e.run_id for e in recorder.events if hasattr(e, "run_id")}  # type: ignore[attr-defined]
+    assert len(run_ids) == 8
+
+
+def test_a_station_whose_bert_stops_at_64_gbd_skips_1p6t_rx_and_says_why() -> None:
+    """An 800G station's M8040A cannot run 106.25 GBd: RX DDM only, and the reason recorded."""
+    sim = SimBench.build(time_factor=TIME_FACTOR)
+    sim.servers["bert"].stop()  # the bench's own M8050A, never started
+    sim.devices["bert"] = SimM8040A(sim.world, "MY58440123")
+    sim.servers["bert"] = ScpiSocketServer("bert", sim.devices["bert"])
+    config = load_station_config()
+    m8040a = dataclasses.replace(
+        config.instruments["bert"], driver="keysight.m8040a:M8040A", serial_number="MY58440123"
+    )
+    config = dataclasses.replace(config, instruments={**config.instruments, "bert": m8040a})
+    with sim:
+        run = run_unit(
+            sim,
+            "SIM0001",
+            "1.6T-DR8",
+            sequence=_without("tx_"),
+            config=config,
+            mode="characterisation",
+        )
+    assert run.outcome == Outcome.PASS, run.failed()
+    reason = run.attributes("rx_25c")["rx_skipped"]
+    assert "M8040A" in reason and "64 GBd" in reason and "106.25 GBd" in reason
+    assert not run.values("rx_sensitivity_oma") and not run.artefacts("waterfall")
+    assert len(run.values("ddm_rx_power_error")) == 8  # the RX monitors need light, not a BERT
+
+
+@pytest.mark.parametrize("product", ["800G-DR8", "1.6T-DR8"])
+def test_the_sensitivity_fit_aims_at_each_products_ber_limit(product: str) -> None:
+    """The waterfall's BER target is the BER the product's limits file holds a receiver to."""
+    limits = tomllib.loads(limits_path(product).read_text(encoding="utf-8"))
+    assert limits["limits"]["rx_ber_nominal"]["high"] == BER_TARGET
 
 
 # --- temperature corners ------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from drivers.interfaces import Bert
 from drivers.keysight.m8040a import M8040A, DetectorCondition
 from drivers.transport import TransportTimeout
 from sim_instruments.bench import SimBench
+from sim_instruments.keysight_m8040a import SimM8040A
+from sim_instruments.server import ScpiSocketServer
 from tests.scripted import ScriptedTransport, scpi
 
 OK = ("SYST:ERR?", '+0,"No error"')
@@ -229,9 +231,18 @@ def test_conditions_and_instantaneous_ratios() -> None:
 
 
 # --- against the twin, over the real transport ----------------------------------------------------
+def m8040a_bench(time_factor: float) -> SimBench:
+    """The simulated module bench with an M8040A in its BERT's place (a station built for 800G)."""
+    bench = SimBench.build(time_factor=time_factor)
+    bench.servers["bert"].stop()  # the bench's own BERT, never started
+    bench.devices["bert"] = SimM8040A(bench.world, "MY58440123")
+    bench.servers["bert"] = ScpiSocketServer("bert", bench.devices["bert"])
+    return bench
+
+
 @pytest.fixture
 def sim() -> Iterator[SimBench]:
-    with SimBench.build(time_factor=FAST) as bench:
+    with m8040a_bench(FAST) as bench:
         yield bench
 
 

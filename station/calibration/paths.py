@@ -1,0 +1,105 @@
+"""Path calibration records: one measured loss of one optical path of a station (switch port x
+jumper x attenuator setting x wavelength), its uncertainty, provenance and expiry.
+
+Records are rows of the results store's `path_calibrations` table: never updated, a re-measure
+adds rows, and the newest row of a path is the one in force. Reading needs no write access: a
+station that has never run has no records, and looking for them creates nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from station.errors import StationError
+from station.results.schema import path_calibrations
+
+#: the sequence that measures a station's paths (it uses none of them)
+PATH_CAL_SEQUENCE = "path-cal"
+#: the path name of the attenuator's linearity records (index: the attenuator channel - 1)
+ATTENUATOR_PATH = "attenuator"
+
+
+class PathCalibrationInvalid(StationError):
+    """A path the run would measure through has no calibration in force (none, expired, its
+    jumper swapped or worn out)."""
+
+
+@dataclass(frozen=True)
+class PathCalibration:
+    station_id: str
+    site: int
+    path: str
+    path_index: int  # 0-based (lane - 1)
+    wavelength_nm: float
+    attenuation_db: float | None  # the attenuator setting, where it matters
+    loss_db: float
+    uncertainty_db: float
+    measured_at: dt.datetime
+    expires_at: dt.datetime
+    method: str
+    reference_instruments: str  # "role=serial; ..." of the references used
+    jumper_serial: str | None
+    run_id: str
+    id: int | None = None  # set once stored
+
+    def expired(self, now: dt.datetime) -> bool:
+        return _utc(self.expires_at) <= now
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """SQLite hands timestamps back naive: they were written in UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def load_path_calibrations(db_url: str, station_id: str) -> list[PathCalibration]:
+    """Every calibration record of `station_id` in the results database, oldest first. A
+    database file that does not exist, or predates the table, holds none."""
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        return []
+    try:
+        engine = sa.create_engine(db_url)
+    except (sa.exc.ArgumentError, ImportError) as err:
+        raise StationError(f"{db_url}: cannot open the results database: {err}") from err
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(path_calibrations.name):
+                return []
+            rows = conn.execute(
+                sa.select(path_calibrations)
+                .where(path_calibrations.c.station_id == station_id)
+                .order_by(path_calibrations.c.measured_at, path_calibrations.c.id)
+            ).all()
+    except sa.exc.SQLAlchemyError as err:
+        reason = str(err).splitlines()[0]
+        raise StationError(f"{db_url}: cannot read path calibrations: {reason}") from err
+    finally:
+        engine.dispose()
+    return [
+        PathCalibration(
+            **{
+                **row._asdict(),
+                "measured_at": _utc(row.measured_at),
+                "expires_at": _utc(row.expires_at),
+            }
+        )
+        for row in rows
+    ]
+
+
+def write_path_calibrations(
+    conn: sa.Connection, records: Iterable[PathCalibration]
+) -> list[PathCalibration]:
+    """Insert `records` (in the caller's transaction); returns them with their ids."""
+    stored = []
+    for record in records:
+        row = asdict(record)
+        row.pop("id")
+        key = conn.execute(path_calibrations.insert().values(**row)).inserted_primary_key
+        assert key is not None  # an INSERT of one row always has one
+        stored.append(PathCalibration(**{**row, "id": int(key[0])}))
+    return stored
