@@ -48,7 +48,7 @@ class Line:
         )  # fmt: skip
         self.runs = 0
 
-    def test(self, serial: str, outcome: str) -> str:
+    def record_run(self, serial: str, outcome: str) -> str:
         """A run of `serial` at OP as the engine would record it."""
         self.runs += 1
         run_id = f"run-{self.runs}"
@@ -80,7 +80,7 @@ def test_a_unit_through_fail_retest_and_an_outage(
     floor = line.floor
     first = floor.check_in("SIM0001", PRODUCT, OP, OPERATOR)
     assert first.allowed and first.attempt == 1
-    _, report = floor.check_out(first, line.test("SIM0001", "FAIL"), "FAIL", 2)
+    _, report = floor.check_out(first, line.record_run("SIM0001", "FAIL"), "FAIL", 2)
     assert report.delivered == ["ST1/run-1"]
     with pytest.raises(PermissionDenied, match="may not reseat"):
         floor.check_in("SIM0001", PRODUCT, OP, OPERATOR, action="reseat", reason_code="RS01")
@@ -89,14 +89,14 @@ def test_a_unit_through_fail_retest_and_an_outage(
     second = floor.check_in("SIM0001", PRODUCT, OP, TECHNICIAN, action="reseat", reason_code="RS01")
     assert second.allowed and second.attempt == 2
     _outage(mes_server, True)
-    _, report = floor.check_out(second, line.test("SIM0001", "FAIL"), "FAIL", 2)
+    _, report = floor.check_out(second, line.record_run("SIM0001", "FAIL"), "FAIL", 2)
     assert list(report.retry_later) == ["ST1/run-2"]  # durable in the outbox, not lost
     waiting = floor.check_in("SIM0001", PRODUCT, OP, TECHNICIAN, action="clean", reason_code="CL01")
     assert waiting.reasons == ("check-out of run run-2 is still queued for the MES",)
     _outage(mes_server, False)
     third = floor.check_in("SIM0001", PRODUCT, OP, TECHNICIAN, action="clean", reason_code="CL01")
     assert third.allowed and third.attempt == 3  # the queued check-out went first
-    floor.check_out(third, line.test("SIM0001", "PASS"), "PASS", 1)
+    floor.check_out(third, line.record_run("SIM0001", "PASS"), "PASS", 1)
     assert [e.state for e in line.outbox.entries()] == [DELIVERED] * 3
     unit = mes.unit("SIM0001")
     assert unit["final_disposition"] == "PASS"
@@ -106,7 +106,7 @@ def test_a_unit_through_fail_retest_and_an_outage(
 
 def test_the_station_enforces_the_limit_from_its_own_store(line: Line, mes: HttpMes) -> None:
     for _ in range(3):  # attempts the MES never heard of (e.g. another route's records)
-        line.test("SIM0002", "FAIL")
+        line.record_run("SIM0002", "FAIL")
     refused = line.floor.check_in(
         "SIM0002", PRODUCT, OP, TECHNICIAN, action="clean", reason_code="CL01"
     )

@@ -277,7 +277,10 @@ FULL = {
 def test_eight_sites_keep_the_page_responsive_and_every_event_arrives(
     browser: Any, tmp_path: Path, artefacts: Path
 ) -> None:
-    eight_sites(browser, tmp_path, artefacts, "eight-sites", **SHORT)  # type: ignore[arg-type]
+    figures = eight_sites(browser, tmp_path, artefacts, "eight-sites", **SHORT)  # type: ignore[arg-type]
+    # every event reached the page, once; a page interaction was answered while the sites ran
+    assert figures["received"] == figures["published"] + 1, figures
+    assert 0 < figures["interaction_s_max"] < 10.0, figures
 
 
 @pytest.mark.slow
@@ -286,6 +289,8 @@ def test_eight_sites_through_the_whole_qualification(
 ) -> None:
     figures = eight_sites(browser, tmp_path, artefacts, "eight-sites-full", **FULL)  # type: ignore[arg-type]
     assert figures["prompts_answered_in_page"] >= 1  # SIM0002's receptacle: clean and confirm
+    assert figures["received"] == figures["published"] + 1, figures
+    assert 0 < figures["interaction_s_max"] < 10.0, figures
 
 
 def eight_sites(
@@ -356,14 +361,11 @@ def eight_sites(
     (artefacts / f"{name}-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     expected = {site: "FAIL" if site == failing else "PASS" for site in range(1, 9)}
     assert found == expected, figures
-    # every event reached the page, once, in order; the only full state was the first snapshot
-    assert stats["received"] == server["published"] + 1, figures
+    # in order, nothing coalesced; the only full state was the first snapshot
     assert server["coalesced"] == [0], figures
     assert stats["snapshots"] == 1 and stats["outOfOrder"] == 0, figures
     assert stats["maxBytes"] < 4096, figures  # per-event messages, never the whole state
-    assert interactions, figures
-    assert max(interactions) < 10.0, figures  # generous: answered while eight sites measure
-    return figures
+    return figures  # the callers check that every event arrived and the page answered
 
 
 @pytest.fixture(autouse=True)
