@@ -173,9 +173,7 @@ def _add_ui_command(sub: Any) -> None:
     ui.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
     ui.add_argument("--reports", default="reports", help="folder for HTML reports")
     ui.add_argument("--operator", default=os.environ.get("USER", "unknown"))
-    ui.add_argument(
-        "--mode", choices=("production", "characterisation"), default="production"
-    )
+    ui.add_argument("--mode", choices=("production", "characterisation"), default="production")
     ui.add_argument(
         "--time-factor", type=float, default=1.0, help="with --sim: wall s per simulated s"
     )
@@ -229,19 +227,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if len(serials) != sites:
         raise InputError("--serial", "serial", serials, f"--sites {sites} needs {sites} serials")
     setup.check_serials(serials)
-    # limits approved and in effect, or a characterisation run naming its override (recorded)
-    unapproved = setup.limits.check_release(args.mode, args.limits_override, dt.date.today())
-    config, override = resolve_run_paths(  # no run through a path without a calibration in force
-        setup.config,
-        setup.sequence.name,
-        setup.sequence.roles,
-        setup.limits.product.wavelength_nm,
-        database_url(args.db),
-        setup.mode,
-        setup.calibration_override,
-    )
-    setup = dataclasses.replace(setup, config=config, calibration_override=override)
-    setup = _golden_checks(args, setup)  # not locked; the golden-unit offsets in force
+    setup, unapproved = _admitted(setup, args.db, args.limits_override)
     sequence, limits = setup.sequence, setup.limits
     run_options = _run_options(args, sequence, limits, serials)
 
@@ -363,18 +349,7 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
 
     def check_paths(setup: RunSetup) -> RunSetup:  # as `station run` does, before every batch
         # the page has no limits override: unapproved limits are refused in every mode
-        setup.limits.check_release(setup.mode, None, dt.date.today())
-        config, override = resolve_run_paths(
-            setup.config,
-            setup.sequence.name,
-            setup.sequence.roles,
-            setup.limits.product.wavelength_nm,
-            database_url(args.db),
-            setup.mode,
-            setup.calibration_override,
-        )
-        checked = dataclasses.replace(setup, config=config, calibration_override=override)
-        return _golden_checks(args, checked)
+        return _admitted(setup, args.db, None)[0]
 
     check_paths(setup)  # a station that cannot test refuses to start
     return serve_station(
@@ -389,13 +364,26 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
     )
 
 
-def _golden_checks(args: argparse.Namespace, setup: RunSetup) -> RunSetup:
-    """Refuse a locked station (a golden-unit check failed); apply its golden-unit offsets."""
-    check_unlocked(args.db, setup.config.station_id)
-    offsets = load_offsets(args.db, setup.config.station_id)
-    if not offsets:
-        return setup
-    return dataclasses.replace(setup, config=setup.config.with_offsets(offsets))
+def _admitted(setup: RunSetup, db: str, limits_override: str | None) -> tuple[RunSetup, str | None]:
+    """What a run must pass before anything is opened: limits approved and in effect (or a
+    characterisation run naming its override, recorded), no path without a calibration in force,
+    the station not locked by a golden-unit check. Returns the set-up with the calibrated losses
+    and golden-unit offsets in force, and why the limits are unapproved (None when they are)."""
+    unapproved = setup.limits.check_release(setup.mode, limits_override, dt.date.today())
+    config, override = resolve_run_paths(
+        setup.config,
+        setup.sequence.name,
+        setup.sequence.roles,
+        setup.limits.product.wavelength_nm,
+        database_url(db),
+        setup.mode,
+        setup.calibration_override,
+    )
+    check_unlocked(db, config.station_id)
+    offsets = load_offsets(db, config.station_id)
+    if offsets:
+        config = config.with_offsets(offsets)
+    return dataclasses.replace(setup, config=config, calibration_override=override), unapproved
 
 
 def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
