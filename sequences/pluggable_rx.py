@@ -3,8 +3,15 @@ sensitivity from an attenuator sweep (waterfall) and the module's RX power monit
 known received power, lane by lane through the RX switch.
 
 The station's reference transmitter (driven by the BERT) feeds the attenuator and the RX switch;
-the received OMA is its calibrated OMA less the calibrated path loss and the attenuation. The
-attenuator never goes below the attenuation that keeps the receiver under its damage level.
+the received OMA is its calibrated OMA less the calibrated RX path loss (at the 0 dB setting) and
+the attenuation the attenuator really applies at the setting used (its linearity records from
+path-cal, interpolated between calibrated settings). The attenuator never goes below the
+attenuation that keeps the receiver under its damage level.
+
+Received powers are recorded like the transmitter's: the value at the module's input, the raw
+value (the source's certified power less the attenuator setting, what the station would state
+without its path calibration) and the correction between them, which names the RX path's
+calibration record; the linearity records used are named in the step's attributes.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from station.analysis.ber import (
 )
 from station.analysis.errors import AnalysisError
 from station.analysis.units import watts_to_dbm
+from station.calibration.paths import AttenuatorCurve
+from station.config import PathLossDb
 from station.engine import StepContext
 from station.errors import StationError
 
@@ -80,6 +89,10 @@ class LaneRx:
     points: tuple[WaterfallPoint, ...]
     note: str  # why the sensitivity is missing, when it is
     fit: tuple[float, float] = (math.nan, math.nan)  # Q = slope * OMA(mW) + intercept
+    #: the sensitivity as the source's OMA less the setting it corresponds to, and the
+    #: correction from that to the module's input (a PathLossDb when the path is calibrated)
+    sensitivity_raw_dbm: float = math.nan
+    sensitivity_correction_db: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,8 @@ class DdmRx:
     lane: int
     ddm_dbm: float  # the module's RX power monitor
     known_dbm: float  # average power the station puts on the receiver
+    raw_known_dbm: float  # the same as the source less the attenuator setting
+    known_correction_db: float  # known - raw known (a PathLossDb when the path is calibrated)
 
 
 @dataclass(frozen=True)
@@ -96,34 +111,83 @@ class RxResult:
     min_attenuation_db: float
     analysis_s: float
     ddm: tuple[DdmRx, ...] = ()  # the RX power monitors, BERT or not
+    #: per lane (index lane - 1), the RX path calibration record its powers are corrected by
+    calibration_ids: tuple[int | None, ...] = ()
+
+    def calibration_id(self, lane: int) -> int | None:
+        return self.calibration_ids[lane - 1] if lane <= len(self.calibration_ids) else None
 
 
 class RxPlan:
-    """Received power on each lane as a function of the attenuation, and the safety floor."""
+    """Received power on each lane as a function of the attenuator setting, and the safety
+    floor. Every `attenuation_db` here is a setting; the light sees `curve.actual_db` of it."""
 
     def __init__(self, ctx: StepContext, conditions: ProductConditions) -> None:
         self.source = rx_reference(ctx.station.station_id)
         self.source.check_calibration(dt.date.today())
         self.loss_db = [ctx.path_loss_db(RX_PATH, lane - 1) for lane in lanes(ctx)]
-        self.min_attenuation_db = min_attenuation_db(
+        self.curve = AttenuatorCurve.of(ctx.station)
+        least = min_attenuation_db(
             self.source.average_power_dbm,
             min(self.loss_db),
             conditions.rx_damage_dbm - conditions.rx_damage_margin_db,
         )
+        self.min_attenuation_db = max(0.0, self.curve.setting_for(least)) if least > 0 else 0.0
+
+    def _through_db(self, lane: int, attenuation_db: float) -> float:
+        """Loss from the source to the module's input at setting `attenuation_db`."""
+        return self.loss_db[lane - 1] + self.curve.actual_db(attenuation_db)
 
     def oma_dbm(self, lane: int, attenuation_db: float) -> float:
-        return self.source.oma_outer_dbm - self.loss_db[lane - 1] - attenuation_db
+        return self.source.oma_outer_dbm - self._through_db(lane, attenuation_db)
 
     def average_dbm(self, lane: int, attenuation_db: float) -> float:
-        return self.source.average_power_dbm - self.loss_db[lane - 1] - attenuation_db
+        return self.source.average_power_dbm - self._through_db(lane, attenuation_db)
+
+    def raw_average_dbm(self, attenuation_db: float) -> float:
+        """The source's average power less the setting: no path loss, no linearity."""
+        return self.source.average_power_dbm - attenuation_db
+
+    def correction_db(self, lane: int, attenuation_db: float) -> float:
+        """What takes a raw received power (source less setting) to the module's input at
+        `attenuation_db`: a PathLossDb naming the RX path's record where it is calibrated."""
+        loss = self.loss_db[lane - 1]
+        correction = -(loss + self.curve.error_db(attenuation_db))
+        if isinstance(loss, PathLossDb):
+            return PathLossDb(correction, loss.calibration_id)
+        return correction
+
+    def oma_correction_db(self, lane: int, oma_dbm: float) -> tuple[float, float]:
+        """The raw value and correction of an OMA at the module's input (a fitted sensitivity:
+        the setting it corresponds to need not have been set)."""
+        setting = self.curve.setting_for(
+            self.source.oma_outer_dbm - self.loss_db[lane - 1] - oma_dbm
+        )
+        raw = self.source.oma_outer_dbm - setting
+        calibration_id = getattr(self.loss_db[lane - 1], "calibration_id", None)
+        correction = oma_dbm - raw  # exactly: value = raw + correction
+        if calibration_id is None:
+            return raw, correction
+        return raw, PathLossDb(correction, calibration_id)
 
     def attenuation_for_oma(self, lane: int, oma_dbm: float, max_db: float) -> float:
         wanted = self.source.oma_outer_dbm - self.loss_db[lane - 1] - oma_dbm
-        return min(max(wanted, self.min_attenuation_db), max_db)
+        return min(max(self.curve.setting_for(wanted), self.min_attenuation_db), max_db)
 
     def attenuation_for_average(self, lane: int, average_dbm: float, max_db: float) -> float:
         wanted = self.source.average_power_dbm - self.loss_db[lane - 1] - average_dbm
-        return min(max(wanted, self.min_attenuation_db), max_db)
+        return min(max(self.curve.setting_for(wanted), self.min_attenuation_db), max_db)
+
+    def calibration_ids(self) -> tuple[int | None, ...]:
+        return tuple(getattr(loss, "calibration_id", None) for loss in self.loss_db)
+
+    def linearity_note(self) -> str:
+        """Which linearity records the run's attenuations come from."""
+        ids = self.curve.calibration_ids
+        if not ids:
+            return "not calibrated: the attenuator's settings taken as its attenuation"
+        settings = ", ".join(f"{s:g}" for s in self.curve.settings_db)
+        return f"records {', '.join(str(i) for i in ids)} (settings {settings} dB)"
 
 
 def min_attenuation_db(
@@ -251,6 +315,25 @@ def _ddm_dbm(host: ModuleHost, lane: int) -> float:
     return float(watts_to_dbm(max(power_w, MONITOR_FLOOR_W)))
 
 
+def ddm_reading(plan: RxPlan, host: ModuleHost, lane: int, attenuation_db: float) -> DdmRx:
+    """Lane `lane`'s RX power monitor against what the station puts on it at the setting."""
+    return DdmRx(
+        lane,
+        _ddm_dbm(host, lane),
+        plan.average_dbm(lane, attenuation_db),
+        plan.raw_average_dbm(attenuation_db),
+        plan.correction_db(lane, attenuation_db),
+    )
+
+
+def negated(correction_db: float) -> float:
+    """`-correction_db`, still naming its calibration record."""
+    calibration_id = getattr(correction_db, "calibration_id", None)
+    if calibration_id is None:
+        return -correction_db
+    return PathLossDb(-float(correction_db), calibration_id)
+
+
 def measure_rx(ctx: StepContext) -> RxResult:
     """Every lane's BER at nominal power, sensitivity and RX power monitor. When the station's
     BERT cannot run the product's symbol rate (the reason is recorded), only the monitors."""
@@ -264,6 +347,7 @@ def measure_rx(ctx: StepContext) -> RxResult:
     source = plan.source
     ctx.attribute("rx_source", f"{source.description}; SECQ {source.secq_db:g} dB")
     ctx.attribute("rx_min_attenuation_db", f"{plan.min_attenuation_db:.2f}")
+    ctx.attribute("rx_attenuator_linearity", plan.linearity_note())
     results, monitors, analysis_s = [], [], 0.0
     # Shared with other sites on a multi-site station: leave the path dark on every exit.
     attenuator.set_output(False)
@@ -282,9 +366,10 @@ def measure_rx(ctx: StepContext) -> RxResult:
             for number in lanes(ctx):
                 switch.route(number)
                 ctx.sleep(DDM_UPDATE_S)
-                known = plan.average_dbm(number, attenuation)
-                monitors.append(DdmRx(number, _ddm_dbm(host, number), known))
-            return RxResult((), source, plan.min_attenuation_db, 0.0, tuple(monitors))
+                monitors.append(ddm_reading(plan, host, number, attenuation))
+            return RxResult(
+                (), source, plan.min_attenuation_db, 0.0, tuple(monitors), plan.calibration_ids()
+            )
         bert.configure("PAM4", conditions.rx_pattern, ctx.product.baud_rate_gbd)
         bert.set_output(True)
         attenuator.set_output(True)
@@ -294,10 +379,7 @@ def measure_rx(ctx: StepContext) -> RxResult:
             lane = _Lane(ctx, plan, attenuator, bert, number)
             nominal = lane.count_at_oma(conditions.rx_nominal_oma_dbm)
             # the light has been steady for the whole gate: the monitor has caught up
-            ddm = DdmRx(
-                number, _ddm_dbm(host, number), plan.average_dbm(number, nominal.attenuation_db)
-            )
-            monitors.append(ddm)
+            monitors.append(ddm_reading(plan, host, number, nominal.attenuation_db))
             started = time.perf_counter()
             confidence = float(confidence_level(nominal.bits, nominal.errors, BER_TARGET))
             analysis_s += time.perf_counter() - started
@@ -312,14 +394,33 @@ def measure_rx(ctx: StepContext) -> RxResult:
                 raise StationError(f"lane {number}: no sensitivity from the waterfall ({note})")
             found = fit.oma_dbm if fit else math.nan
             line = (fit.slope_per_mw, fit.intercept_q) if fit else (math.nan, math.nan)
+            raw, correction = plan.oma_correction_db(number, found) if fit else (math.nan, 0.0)
             results.append(
-                LaneRx(number, True, nominal, confidence, found, tuple(points), note, line)
+                LaneRx(
+                    number,
+                    True,
+                    nominal,
+                    confidence,
+                    found,
+                    tuple(points),
+                    note,
+                    line,
+                    raw,
+                    correction,
+                )
             )
     finally:
         attenuator.set_output(False)
         attenuator.set_attenuation_db(attenuator.max_attenuation_db)
         bert.set_output(False)
-    return RxResult(tuple(results), source, plan.min_attenuation_db, analysis_s, tuple(monitors))
+    return RxResult(
+        tuple(results),
+        source,
+        plan.min_attenuation_db,
+        analysis_s,
+        tuple(monitors),
+        plan.calibration_ids(),
+    )
 
 
 def record_waterfalls(ctx: StepContext, result: RxResult) -> None:
@@ -339,6 +440,9 @@ def record_waterfalls(ctx: StepContext, result: RxResult) -> None:
             {
                 "attenuation_db": np.array([p.attenuation_db for p in lane.points]),
                 "oma_dbm": oma_dbm,
+                # the source's OMA less the setting: what each point was before correction
+                "raw_oma_dbm": source.oma_outer_dbm
+                - np.array([p.attenuation_db for p in lane.points]),
                 "bits": np.array([p.bits for p in lane.points], dtype=np.int64),
                 "errors": np.array([p.errors for p in lane.points], dtype=np.int64),
                 "ber": np.array([p.ber for p in lane.points]),
@@ -351,15 +455,35 @@ def record_waterfalls(ctx: StepContext, result: RxResult) -> None:
             gate_s=f"{GATE_S:g}",
             source=source.description,
             source_secq_db=f"{source.secq_db:g}",
+            rx_calibration_id=str(result.calibration_id(lane.lane)),
         )
+
+
+def nominal_note(result: RxResult, lane: LaneRx) -> str:
+    """Where the BER at nominal power was taken: the OMA at the module's input, its raw value
+    (the source's OMA less the setting) and the calibration record the correction came from."""
+    point = lane.nominal
+    raw = result.source.oma_outer_dbm - point.attenuation_db
+    calibration = result.calibration_id(lane.lane)
+    return (
+        f"{point.oma_dbm:.3f} dBm at the module input; raw {raw:.3f} dBm, correction "
+        f"{point.oma_dbm - raw:+.3f} dB, calibration {calibration or 'none (bootstrap)'}; "
+        f"attenuator set to {point.attenuation_db:.3f} dB"
+    )
 
 
 def record_rx(ctx: StepContext, result: RxResult) -> None:
     """The product's receiver measurements, judged against its limits."""
     record_waterfalls(ctx, result)
     for ddm in result.ddm:  # DDM accuracy: the monitor against the known received power
-        error = ddm.ddm_dbm - ddm.known_dbm
-        ctx.measure("ddm_rx_power_error", error, unit="dB", lane=ddm.lane)
+        ctx.measure(
+            "ddm_rx_power_error",
+            ddm.ddm_dbm - ddm.known_dbm,
+            unit="dB",
+            lane=ddm.lane,
+            raw_value=ddm.ddm_dbm - ddm.raw_known_dbm,
+            correction_db=negated(ddm.known_correction_db),
+        )
     for lane in result.lanes:
         ctx.measure(
             "rx_data_detected", "YES" if lane.data_detected else "NO", unit="", lane=lane.lane
@@ -367,9 +491,17 @@ def record_rx(ctx: StepContext, result: RxResult) -> None:
         if not lane.data_detected:
             continue
         ctx.measure("rx_ber_nominal", lane.nominal.ber, unit="", lane=lane.lane)
+        ctx.attribute(f"rx_nominal_oma_lane_{lane.lane}", nominal_note(result, lane))
         ctx.measure("rx_ber_nominal_confidence", lane.confidence, unit="", lane=lane.lane)
         if math.isfinite(lane.sensitivity_dbm):
-            ctx.measure("rx_sensitivity_oma", lane.sensitivity_dbm, unit="dBm", lane=lane.lane)
+            ctx.measure(
+                "rx_sensitivity_oma",
+                lane.sensitivity_dbm,
+                unit="dBm",
+                lane=lane.lane,
+                raw_value=lane.sensitivity_raw_dbm,
+                correction_db=lane.sensitivity_correction_db,
+            )
         else:
             ctx.attribute(f"rx_sensitivity_lane_{lane.lane}", f"not found: {lane.note}")
     ctx.attribute("analysis_s", f"{result.analysis_s:.4f}")

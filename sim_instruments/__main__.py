@@ -4,7 +4,8 @@ Prints one `role resource` line per instrument (`role@site resource` with `--sit
 Lines on standard input act on the bench the way hands would: `insert <serial> <product>`,
 `remove`, `fault <role> <kind> [seconds] [match]`, `clear <role>`, `probe dut|jumper` (seat
 the inspection probe), `clean [fibre]` (the MPO cleaner), `jumper <name> <serial> [extra_db]`
-(swap a station jumper for another one), each optionally ending in `@<site>`.
+(swap a station jumper for another one), `foul <jumper> <db_per_mating>` (the jumper gains loss at
+every insertion until it is swapped), each optionally ending in `@<site>`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 
+from sim_instruments import fouling
 from sim_instruments.bench import SimBench
 from sim_instruments.faults import Fault
 
@@ -34,6 +36,7 @@ def _control(benches: list[SimBench], line: str) -> str:
     try:
         if verb == "insert" and len(args) == 2:
             bench.insert(args[0], args[1])
+            fouling.mated(bench.world)
         elif verb == "remove" and not args:
             bench.world.remove_dut()
         elif verb == "fault" and 2 <= len(args) <= 4:
@@ -48,6 +51,9 @@ def _control(benches: list[SimBench], line: str) -> str:
             bench.endfaces().place_probe(args[0])
         elif verb == "jumper" and 2 <= len(args) <= 3:  # swap a station jumper
             bench.world.swap_jumper(args[0], args[1], float(args[2]) if len(args) > 2 else 0.0)
+            fouling.stop(bench.world)
+        elif verb == "foul" and len(args) == 2:
+            fouling.start(bench.world, args[0], float(args[1]))
         else:
             return f"error: cannot parse {line.strip()!r}"
     except (KeyError, ValueError) as err:
@@ -72,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--sites", type=int, default=1,
                        help="test sites, each a copy of the bench; roles print as role@site")
     serve.add_argument("--duts", metavar="SERIAL,...", help="one DUT serial per site")
+    serve.add_argument(
+        "--controlled",
+        action="store_true",
+        help="standard input is the controlling program's pipe: stop when it closes",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -104,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 reply = _control(benches, line)
                 if reply:
                     print(reply, flush=True)
+            if args.controlled:  # the controller is gone (ended or killed): so is its bench
+                stop.set()
 
         if sys.stdin is not None:
             threading.Thread(target=read_controls, daemon=True).start()

@@ -3,15 +3,23 @@
 InGaAs detector with wavelength-dependent responsivity (a wrong wavelength setting reads wrong),
 noise that falls with averaging time, and a READ that takes its averaging time. With
 `TRIG:INP SME`, logging takes one sample per trigger from a tunable laser wired through the world.
+
+Like a real meter, its responsivity correction for the wavelength it is told (`SENS:POW:WAV`) is a
+calibrated table that holds only to within its calibration uncertainty: at each wavelength setting
+the reading is off by a small, smooth error (under +-0.1 dB), fixed by the serial number and the
+same on every port (one table, identical InGaAs detectors). A station measures it against a
+reference source of known power at its product's wavelength (`path-cal`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from sim_instruments.light import DARK, Light
+from sim_instruments.population import serial_rng
 from sim_instruments.scpi import ScpiDevice, ScpiError, block, parse_bool, parse_number, scpi
 from sim_instruments.world import TriggerBurst, World
 
@@ -24,6 +32,31 @@ def _responsivity(wavelength_nm: float) -> float:
     return 1.0 + 0.00054 * (wavelength_nm - 1550.0)
 
 
+@dataclass(frozen=True)
+class CorrectionTableError:
+    """How far a meter's wavelength correction table is off, dB of reading, as a function of the
+    wavelength setting: a slow ripple left by its calibration (the N774xC specification allows
+    +-2.5 % at reference conditions)."""
+
+    amplitude_db: float
+    period_nm: float
+    phase_rad: float
+
+    @classmethod
+    def of(cls, serial_number: str) -> CorrectionTableError:
+        rng = serial_rng("power-meter-table", serial_number)
+        return cls(
+            float(rng.uniform(0.04, 0.10)),
+            float(rng.uniform(120.0, 250.0)),
+            float(rng.uniform(0.0, 2.0 * math.pi)),
+        )
+
+    def error_db(self, wavelength_nm: float) -> float:
+        """The reading's error (dB, reading minus truth) at wavelength setting `wavelength_nm`."""
+        phase = 2.0 * math.pi * (wavelength_nm - 1250.0) / self.period_nm + self.phase_rad
+        return self.amplitude_db * math.sin(phase)
+
+
 class SimN7744C(ScpiDevice):
     manufacturer = "Keysight Technologies"
     model = "N7744C"
@@ -34,6 +67,7 @@ class SimN7744C(ScpiDevice):
         super().__init__(world.clock, serial_number)
         self.world = world
         self.rng = np.random.default_rng()
+        self.table_error = CorrectionTableError.of(serial_number)
         self.reset()
 
     def reset(self) -> None:
@@ -102,10 +136,16 @@ class SimN7744C(ScpiDevice):
     def _get_auto(self, s: tuple[int, ...], args: str) -> str:
         return "1" if self.auto_range[self._port(s)] else "0"
 
+    def _told_responsivity(self, port: int) -> float:
+        """The responsivity the meter divides by: its table's value at the wavelength it was
+        told, as far off as the table is there."""
+        told_nm = self.wavelength_m[port] * 1e9
+        return _responsivity(told_nm) * 10 ** (-self.table_error.error_db(told_nm) / 10.0)
+
     def _detected_w(self, port: int, light: Light) -> float:
         """What the detector reports: each line weighted by the responsivity at its wavelength,
-        divided by the responsivity at the wavelength the meter was told."""
-        told = _responsivity(self.wavelength_m[port] * 1e9)
+        divided by the responsivity the meter assumes at the wavelength it was told."""
+        told = self._told_responsivity(port)
         return sum(e.power_w * _responsivity(e.wavelength_nm) for e in light) / told
 
     def _measure(self, port: int) -> float:
@@ -239,7 +279,7 @@ class SimN7744C(ScpiDevice):
                 wavelengths = burst.wavelengths_nm[take] + burst.speed_nm_per_s * averaging / 2
                 path = self.world.laser_paths.get(f"power_meter:{port + 1}")
                 through = path(wavelengths) if path is not None else np.zeros(len(take))
-                told = _responsivity(self.wavelength_m[port] * 1e9)
+                told = self._told_responsivity(port)
                 power_w = burst.power_w * through * _responsivity(wavelengths) / told
                 shrink = math.sqrt(1e-3 / averaging)
                 power_w = power_w * (1.0 + self.rng.normal(0.0, 0.002 * shrink, len(take)))

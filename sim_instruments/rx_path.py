@@ -27,6 +27,11 @@ LANES = 8  # MPO breakout legs: switch port k feeds module RX lane k
 #: period range, simulated seconds
 JUMPER_DRIFT_DB = (0.01, 0.04)
 JUMPER_DRIFT_PERIOD_S = (8 * 3600.0, 16 * 3600.0)
+#: the reference transmitter's monitor output: a fused tap inside its housing puts this much less
+#: than its certified output power on a fibre to a power meter channel (its certificate's value;
+#: the real one differs from it by a few millidecibels)
+MONITOR_CERTIFIED_DB = 9.6
+MONITOR_CERTIFICATE_SIGMA_DB = 0.005
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class SimJumper:
         """How far leg `leg` (0-based) has drifted from its installed loss by `now_s`."""
         phase = 2.0 * math.pi * (now_s - self.installed_at_s) / self.drift_period_s[leg]
         return float(self.drift_db[leg] * math.sin(phase))
+
+
 #: a module's clock recovery locks within this fraction of its line rate
 BAUD_TOLERANCE = 100e-6
 PRODUCT_BAUD_GBD = {"800G-DR8": 53.125, "1.6T-DR8": 106.25}
@@ -193,6 +200,8 @@ class RxPath:
     breakout_loss_db: np.ndarray  # switch port k to module RX lane k, shape (LANES,)
     #: the MPO breakout jumper whose legs those are (its serial, how its legs drift)
     breakout: SimJumper | None = None
+    #: the reference transmitter's certified output to its monitor output, dB
+    monitor_db: float = MONITOR_CERTIFIED_DB
     _receivers: dict[tuple[str, str], ModuleReceiver] = field(default_factory=dict)
 
     @classmethod
@@ -226,6 +235,7 @@ class RxPath:
             patch_loss_db=float(rng.uniform(0.2, 0.4)),
             breakout_loss_db=rng.uniform(0.15, 0.35, LANES),
             breakout=SimJumper.install(RX_BREAKOUT_SERIAL, LANES, clock.now_s()),
+            monitor_db=MONITOR_CERTIFIED_DB + float(rng.normal(0.0, MONITOR_CERTIFICATE_SIGMA_DB)),
         )
 
     def breakout_db(self, lane: int, now_s: float) -> float:
@@ -266,6 +276,12 @@ class RxPath:
             return DARK
         emission = Emission(self.ref_tx.wavelength_nm, self.ref_tx.average_power_w)
         return (emission.attenuated(loss),)
+
+    def light_at_monitor(self) -> Light:
+        """The reference transmitter's monitor output: its laser never stops (undriven it keeps
+        its average power), so this is always lit."""
+        emission = Emission(self.ref_tx.wavelength_nm, self.ref_tx.average_power_w)
+        return (emission.attenuated(self.monitor_db),)
 
     def input_w(self) -> np.ndarray:
         """Average optical power arriving at each module receiver now, W, shape (lanes,)."""

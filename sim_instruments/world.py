@@ -143,7 +143,8 @@ class World:
 
     def add_rx_path(self, switch_ports: int) -> SwitchView:
         """The BERT drives a reference transmitter whose light passes the attenuator and a second
-        switch: port k feeds module RX lane k. Returns that switch, as its twin sees it."""
+        switch: port k feeds module RX lane k; its monitor output goes to power meter channel 3.
+        Returns that switch, as its twin sees it."""
         switch_rng = self.bench_rng("rx-switch")
         rx_switch = SwitchState(switch_ports, switch_rng.uniform(0.55, 0.95, switch_ports))
         rng = self.bench_rng("rx-path")
@@ -151,6 +152,7 @@ class World:
         for lane in range(1, 9):
             self.ports[f"module_rx:{lane}"] = functools.partial(self.rx.light_at_module_rx, lane)
         self.ports["power_meter:2"] = self.fixture_tap_light  # the path-cal fixture's tap fan-in
+        self.ports["power_meter:3"] = self.rx.light_at_monitor  # the reference TX's monitor
         return SwitchView(self.clock, rx_switch, self.lock, self.rng)
 
     def insert_into_cage(self, serial: str, product: str) -> None:

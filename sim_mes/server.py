@@ -1,7 +1,8 @@
 """HTTP/JSON front of the simulated MES (standard library threading server on loopback).
 
 API (what a station uses): `POST /api/v1/check-in`, `POST /api/v1/check-out`,
-`GET /api/v1/units/<serial>`, `GET /api/v1/lots/<lot>`, `GET /api/v1/check-outs`.
+`GET /api/v1/units/<serial>`, `GET /api/v1/lots/<lot>`, `GET /api/v1/lots/<lot>/queue/<operation>`
+(the serials waiting for that operation), `GET /api/v1/check-outs`.
 Control (what a test or demo uses, never affected by an outage): `POST /control/outage`
 `{"down": true}`, `POST /control/lose-replies` `{"count": n}` (apply the next n check-outs but
 drop the connection before replying), `POST /control/lots`, `POST /control/hold`
@@ -117,6 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None if self.mes.controls.take_lost_reply() else receipt
         if method == "GET" and path.startswith("/api/v1/units/"):
             return state.unit_view(urllib.parse.unquote(path.removeprefix("/api/v1/units/")))
+        if method == "GET" and path.startswith("/api/v1/lots/") and "/queue/" in path:
+            quoted_lot, _, quoted_op = path.removeprefix("/api/v1/lots/").partition("/queue/")
+            lot, operation = urllib.parse.unquote(quoted_lot), urllib.parse.unquote(quoted_op)
+            serials = state.lot_queue(lot, operation)
+            return {"lot_id": lot, "operation": operation, "serials": serials}
         if method == "GET" and path.startswith("/api/v1/lots/"):
             return state.lot_view(urllib.parse.unquote(path.removeprefix("/api/v1/lots/")))
         if method == "GET" and path == "/api/v1/check-outs":

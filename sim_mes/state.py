@@ -42,6 +42,11 @@ class Unit:
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _passed(unit: Unit, operation: str) -> bool:
+    done = unit.attempts.get(operation, [])
+    return bool(done) and done[-1]["disposition"] == "PASS"
+
+
 def _canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -245,6 +250,31 @@ class MesState:
                 "hold": lot.hold,
                 "units": units,
             }
+
+    def lot_queue(self, lot_id: str, operation: str) -> list[str]:
+        """Serials of the lot waiting for `operation`: on route, not on hold, not checked in
+        anywhere, every earlier operation passed, this one neither passed nor exhausted."""
+        with self._lock:
+            lot = self.lots.get(lot_id)
+            if lot is None:
+                raise MesFault(404, f"unknown lot {lot_id}")
+            if operation not in lot.route:
+                raise MesFault(400, f"operation {operation} is not on route {'>'.join(lot.route)}")
+            if lot.hold:
+                return []
+            earlier = lot.route[: lot.route.index(operation)]
+            rule = self.policy.rule(lot.product, operation)
+            waiting = []
+            for serial, unit in self.units.items():
+                if unit.lot_id != lot_id or unit.hold or operation in unit.open:
+                    continue
+                if any(not _passed(unit, op) for op in earlier):
+                    continue
+                history = [a["disposition"] for a in unit.attempts.get(operation, [])]
+                if decide(rule, history).next in (Next.DONE, Next.EXHAUSTED):
+                    continue
+                waiting.append(serial)
+            return waiting
 
     def applied_view(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -20,9 +20,9 @@ from rich.console import Console
 
 from station import __version__
 from station.bench import InstrumentSetupError, resolve_run_paths
-from station.calibration.locks import LimitsOverrideRecorder, check_unlocked, unlock_station
 from station.calibration.offsets import GoldenOffsetsWriter, load_offsets
 from station.calibration.paths import PATH_CAL_SEQUENCE
+from station.calibration.resolve import check_jumpers, jumper_table, load_matings
 from station.calibration.writer import PathCalWriter
 from station.config import load_station_config
 from station.console import (
@@ -36,14 +36,28 @@ from station.console import (
 from station.engine import RunParameters, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus, MeasurementRecorded
-from station.grr import add_grr_command, run_grr_command
-from station.launch import RunSetup, open_station, prepare_run, run_sites
+from station.grr import add_grr_command, grr_release_problem, needs_grr_release, run_grr_command
+from station.launch import RunSetup, SitesRun, open_station, prepare_run, run_sites
 from station.limits import LimitsFile
 from station.outcome import Outcome, worst
-from station.results.commands import add_report_commands, add_result_commands, run_result_command
+from station.results.commands import (
+    add_report_commands,
+    add_result_commands,
+    print_frame,
+    run_result_command,
+)
 from station.results.store import DEFAULT_DB, ResultsStore, database_url
+from station.security.approvals import LimitsNotApproved, approval_problem
+from station.security.audit import AuditLog
+from station.security.changes import record_calibration
 from station.security.commands import add_security_commands, run_security_command
+from station.security.files import SecurityFiles, security_files
+from station.security.lock import require_unlocked
+from station.security.overrides import LimitsOverrideRecorder, record_limits_override
+from station.security.simulated import seed_demo_release
+from station.security.users import login
 from station.sequence import Sequence
+from station.shift import add_shift_command, run_shift_command
 from station.simbench import SimulatedHands
 
 EXIT_CANNOT_TEST = 2
@@ -129,7 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--limits-override",
         metavar="REASON",
-        help="characterisation only: use an unapproved limits file (the reason is recorded)",
+        help="characterisation only: use limits not approved or not GR&R-released (recorded)",
+    )
+    run.add_argument(
+        "--user",
+        metavar="LOGIN",
+        help="the engineer granting --limits-override (secret: $STATION_SECRET or a prompt)",
     )
 
     sim = sub.add_parser("sim", help="simulated bench")
@@ -143,13 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     add_result_commands(sub)
     add_report_commands(sub)
     add_grr_command(sub)
-    unlock = sub.add_parser("unlock", help="lift the lock a failed golden-unit check put on")
-    unlock.add_argument("--by", required=True, help="the engineer lifting it")
-    unlock.add_argument("--reason", required=True, help="what was done (recorded)")
-    unlock.add_argument("--station", metavar="CONFIG", help="station config TOML")
-    unlock.add_argument("--db", default=DEFAULT_DB, help=f"results database ({DEFAULT_DB})")
     add_security_commands(sub)
     _add_ui_command(sub)
+    add_shift_command(sub)
+    jumpers = sub.add_parser("jumpers", help="mating counts and limits of the station's jumpers")
+    jumpers.add_argument("--station", metavar="CONFIG", help="station config TOML")
+    jumpers.add_argument("--db", default=DEFAULT_DB, help=f"results database ({DEFAULT_DB})")
+    jumpers.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     return parser
 
 
@@ -192,12 +211,14 @@ def main(argv: Seq[str] | None = None) -> int:
             return _sim_serve(args)
         if args.command == "grr":
             return run_grr_command(args, console)
-        if args.command == "unlock":
-            return _unlock(args, console)
-        if args.command in ("users", "audit"):
+        if args.command in ("users", "audit", "limits"):
             return run_security_command(args, console)
         if args.command == "ui":
             return _ui(args, console)
+        if args.command == "shift":
+            return run_shift_command(args, console)
+        if args.command == "jumpers":
+            return _jumpers(args, console)
         return run_result_command(args, console)
     except StationError as err:  # bad input and refusals: one line, exit 2, nothing written
         errors.print(f"error: {err}", markup=False)
@@ -227,7 +248,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if len(serials) != sites:
         raise InputError("--serial", "serial", serials, f"--sites {sites} needs {sites} serials")
     setup.check_serials(serials)
-    setup, unapproved = _admitted(setup, args.db, args.limits_override)
+    setup, unapproved, files = _admitted(setup, args.db, args.limits_override, args.user)
     sequence, limits = setup.sequence, setup.limits
     run_options = _run_options(args, sequence, limits, serials)
 
@@ -251,12 +272,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                     )
                 )
             golden = (
-                GoldenOffsetsWriter(store.engine, setup.limits) if setup.limits.offsets else None
+                GoldenOffsetsWriter(store.engine, setup.limits, files.log)
+                if setup.limits.offsets
+                else None
             )
             if golden:
                 bus.subscribe(golden)
+            path_cal = None
             if sequence.name == PATH_CAL_SEQUENCE:  # a passing path-cal publishes its records
-                bus.subscribe(PathCalWriter(store.engine, setup.config))
+                path_cal = PathCalWriter(store.engine, setup.config)
+                bus.subscribe(path_cal)
             prompter = terminal_prompter(console)
             if sim:  # the simulated bench seats the probe and cleans as the operator confirms
                 hands = SimulatedHands(sim.control)
@@ -276,6 +301,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 )
             site_results, elapsed = done.results, done.elapsed_s
             store.close()  # waits for the last commit; a write failure surfaces here
+            if path_cal is not None:
+                _record_path_cal(files.log, path_cal, done, setup)
     finally:
         if sim:
             sim.stop()
@@ -349,7 +376,7 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
 
     def check_paths(setup: RunSetup) -> RunSetup:  # as `station run` does, before every batch
         # the page has no limits override: unapproved limits are refused in every mode
-        return _admitted(setup, args.db, None)[0]
+        return _admitted(setup, args.db, None, None)[0]
 
     check_paths(setup)  # a station that cannot test refuses to start
     return serve_station(
@@ -364,26 +391,85 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
     )
 
 
-def _admitted(setup: RunSetup, db: str, limits_override: str | None) -> tuple[RunSetup, str | None]:
-    """What a run must pass before anything is opened: limits approved and in effect (or a
-    characterisation run naming its override, recorded), no path without a calibration in force,
-    the station not locked by a golden-unit check. Returns the set-up with the calibrated losses
-    and golden-unit offsets in force, and why the limits are unapproved (None when they are)."""
-    unapproved = setup.limits.check_release(setup.mode, limits_override, dt.date.today())
+def _admitted(
+    setup: RunSetup, db: str, limits_override: str | None, engineer: str | None
+) -> tuple[RunSetup, str | None, SecurityFiles]:
+    """What a run must pass before anything is opened: the limits' [release] table in effect, no
+    path without a calibration in force, the station not locked (audit log), the limits' exact
+    content approved by an engineer (audit log) and GR&R-released (results store); a
+    characterisation run may go ahead on unapproved limits under an engineer's override, which
+    is recorded. A simulated bench first seeds its shipped demo limits' approval and release.
+    Returns the set-up with the calibrated losses and golden-unit offsets in force, why the
+    limits are unapproved (None when they are), and the station's audit log and users file."""
+    limits, mode = setup.limits, setup.mode
+    not_released = limits.check_release(mode, limits_override, dt.date.today())
+    # no DUT-side jumper at its mating limit, as the results store counts matings
+    counted = setup.config.with_matings(load_matings(db, setup.config.station_id))
+    check_jumpers(counted)
     config, override = resolve_run_paths(
-        setup.config,
+        counted,
         setup.sequence.name,
         setup.sequence.roles,
-        setup.limits.product.wavelength_nm,
+        limits.product.wavelength_nm,
         database_url(db),
-        setup.mode,
+        mode,
         setup.calibration_override,
     )
-    check_unlocked(db, config.station_id)
+    files = security_files(config, db)
+    require_unlocked(files.log, config.station_id)
+    if setup.sim:
+        seed_demo_release(files, db, limits, setup.sequence.name, config.station_id)
+    problems = [approval_problem(files.log, limits)]
+    if needs_grr_release(setup.sequence.name, limits):
+        problems.append(grr_release_problem(db, limits))
+    found = [p for p in problems if p is not None]
+    if found and mode == "production":
+        raise LimitsNotApproved(f"{found[0]}; production runs refuse it")
+    if found and not (limits_override or "").strip():
+        raise LimitsNotApproved(
+            f"{found[0]}; a characterisation run needs --limits-override REASON and --user "
+            "ENGINEER (recorded)"
+        )
+    unapproved = "; ".join(p for p in (not_released, *found) if p) or None
+    if unapproved is not None:
+        _record_limits_override(files, limits, limits_override or "", unapproved, engineer)
     offsets = load_offsets(db, config.station_id)
     if offsets:
         config = config.with_offsets(offsets)
-    return dataclasses.replace(setup, config=config, calibration_override=override), unapproved
+    setup = dataclasses.replace(setup, config=config, calibration_override=override)
+    return setup, unapproved, files
+
+
+def _record_limits_override(
+    files: SecurityFiles, limits: LimitsFile, reason: str, unapproved: str, engineer: str | None
+) -> None:
+    """An engineer authenticates and grants the override; the audit log records it."""
+    if engineer is None:
+        raise InputError("--user", "user", None, "--limits-override needs the engineer granting it")
+    user = login(files.users, engineer)
+    record_limits_override(files.log, user, limits, reason, unapproved)
+
+
+def _record_path_cal(log: AuditLog, writer: PathCalWriter, done: SitesRun, setup: RunSetup) -> None:
+    """A calibration entry for every path-cal site run that finished: its outcome and how many
+    path records it published (none unless it passed)."""
+    station_id = setup.config.station_id
+    for site in done.results:
+        if site.result is None:
+            continue
+        run_id = site.result.run_id
+        record_calibration(
+            log,
+            None,
+            f"paths@{station_id}",
+            run_id=run_id,
+            site=site.site,
+            fixture=site.serial,
+            outcome=str(site.result.outcome),
+            records=sum(1 for r in writer.published if r.run_id == run_id),
+            failure=writer.failure,
+            operator=setup.operator,
+        )
 
 
 def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
@@ -391,8 +477,8 @@ def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
         console.print(f"station {station_id} site {site}: offsets version {version} in force")
     for station_id, site, reason in golden.locked:
         console.print(
-            f"station {station_id} site {site} LOCKED: {reason}; runs are refused until "
-            "`station unlock --by <engineer> --reason <text>`",
+            f"station {station_id} site {site} LOCKED: {reason}; runs are refused until an "
+            "engineer runs `station audit unlock --user <login> --reason <text>`",
             style="magenta",
             markup=False,
         )
@@ -400,19 +486,14 @@ def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
         console.print(f"station error: offsets not written: {golden.failure}", style="magenta")
 
 
-def _unlock(args: argparse.Namespace, console: Console) -> int:
+def _jumpers(args: argparse.Namespace, console: Console) -> int:
+    """`station jumpers`: every DUT-side jumper's matings (as the store counts them) and limit."""
     config = load_station_config(args.station)
-    with ResultsStore(args.db) as store:
-        lifted = unlock_station(store.engine, config.station_id, args.by, args.reason)
-    if not lifted:
-        console.print(f"station {config.station_id} is not locked", markup=False)
+    rows = pd.DataFrame(jumper_table(config, load_matings(args.db, config.station_id)))
+    if rows.empty:
+        console.print(f"{config.path.name}: station {config.station_id} names no jumpers")
         return 0
-    for lock in lifted:
-        console.print(
-            f"station {config.station_id} site {lock.site}: lock of "
-            f"{lock.locked_at:%Y-%m-%d %H:%M} UTC lifted by {args.by} ({args.reason})",
-            markup=False,
-        )
+    print_frame(console, rows, f"Jumpers of station {config.station_id}", csv=args.csv)
     return 0
 
 

@@ -70,6 +70,11 @@ class PathCalSettings:
     fixture_loopback_db: float  # fixture RX leg -> the TX leg it loops back into
     fixture_uncertainty_db: float
     tap_channel: int  # the power meter channel the fixture's tap output is wired to
+    #: the power meter channel the RX reference transmitter's monitor output is wired to, and
+    #: how far (dB) below the transmitter's certified average power that output is (its
+    #: certificate): the known power path-cal checks the meter's wavelength correction with
+    monitor_channel: int | None = None
+    monitor_db: float | None = None
 
 
 class PathLossDb(float):
@@ -85,6 +90,15 @@ class PathLossDb(float):
 
     def __reduce__(self) -> tuple[type[PathLossDb], tuple[float, int]]:
         return PathLossDb, (float(self), self.calibration_id)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Where the station's audit log and users file are (`[security]`, paths relative to the
+    config file); None: beside the results database (station.security.files)."""
+
+    audit_log: Path | None = None
+    users: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ class StationConfig:
     offsets: Mapping[int, Mapping[tuple[str, int | None], float]] = field(default_factory=dict)
     #: the site a `for_site` view belongs to (None: the whole station)
     site: int | None = None
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def site_count(self) -> int:
@@ -152,6 +167,23 @@ class StationConfig:
         `value - offset` (see station.calibration.offsets)."""
         return replace(self, offsets=offsets)
 
+    def with_matings(self, matings: Mapping[str, int]) -> StationConfig:
+        """This station with the mating counts the results store keeps per jumper serial
+        (`matings`: serial -> count) in place of the configured ones; a serial the store has
+        not seen yet keeps its configured count."""
+
+        def counted(table: dict[str, Jumper]) -> dict[str, Jumper]:
+            return {
+                name: replace(j, mating_count=matings.get(j.serial, j.mating_count))
+                for name, j in table.items()
+            }
+
+        return replace(
+            self,
+            jumpers=counted(self.jumpers),
+            site_jumpers={site: counted(table) for site, table in self.site_jumpers.items()},
+        )
+
     def jumper_of(self, path: str) -> Jumper | None:
         """The jumper path `path` runs through, if the config names one."""
         return next((j for j in self.jumpers.values() if path in j.paths), None)
@@ -181,6 +213,8 @@ _PATH_CAL_KEYS = {
     "fixture_loopback_db",
     "fixture_uncertainty_db",
     "tap_channel",
+    "monitor_channel",
+    "monitor_db",
 }
 
 
@@ -198,7 +232,8 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
         raise InputError(path, "file", str(path), "does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(path, "file", str(path), f"is not valid TOML ({err})") from None
-    unknown = set(data) - {"station", "instruments", "paths", "sites", "jumpers", "path_cal"}
+    sections = {"station", "instruments", "paths", "sites", "jumpers", "path_cal", "security"}
+    unknown = set(data) - sections
     if unknown:
         raise InputError(path, sorted(unknown)[0], None, "unknown section")
     station = _table(path, data, "station")
@@ -249,6 +284,7 @@ def load_station_config(path: str | Path | None = None, bench: str = "module") -
         jumpers,
         {site: table for site, table in site_jumpers.items() if table},
         path_cal,
+        security=_security(path, data.get("security", {})),
     )
 
 
@@ -381,10 +417,47 @@ def _path_cal(path: Path, spec: Any) -> PathCalSettings:
     channel = spec.get("tap_channel")
     if not isinstance(channel, int) or isinstance(channel, bool) or not 1 <= channel <= 8:
         raise InputError(path, "path_cal.tap_channel", channel, "must be a channel number 1..8")
+    monitor_channel, monitor_db = _monitor(path, spec, channel)
     return PathCalSettings(
         numbers["validity_days"],
         numbers["fixture_tap_db"],
         numbers["fixture_loopback_db"],
         numbers["fixture_uncertainty_db"],
         channel,
+        monitor_channel,
+        monitor_db,
     )
+
+
+def _monitor(path: Path, spec: dict[str, Any], tap_channel: int) -> tuple[int | None, float | None]:
+    """`[path_cal]` `monitor_channel` and `monitor_db`: both or neither."""
+    channel, loss = spec.get("monitor_channel"), spec.get("monitor_db")
+    if (channel is None) != (loss is None):
+        key = "monitor_db" if loss is None else "monitor_channel"
+        raise InputError(path, f"path_cal.{key}", None, "needs monitor_channel and monitor_db")
+    if channel is None:
+        return None, None
+    if not isinstance(channel, int) or isinstance(channel, bool) or not 1 <= channel <= 8:
+        raise InputError(path, "path_cal.monitor_channel", channel, "must be a channel 1..8")
+    if channel == tap_channel:
+        raise InputError(path, "path_cal.monitor_channel", channel, "is the tap channel")
+    if not isinstance(loss, int | float) or isinstance(loss, bool) or not 0.0 < loss < 60.0:
+        raise InputError(path, "path_cal.monitor_db", loss, "must be a number in (0, 60)")
+    return channel, float(loss)
+
+
+def _security(path: Path, spec: Any) -> SecuritySettings:
+    """`[security]`: `audit_log` and `users` file paths, each relative to the config file."""
+    if not isinstance(spec, dict):
+        raise InputError(path, "security", spec, "must be a table")
+    unknown = set(spec) - {"audit_log", "users"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InputError(path, f"security.{key}", spec[key], "unknown key")
+    found: dict[str, Path | None] = {}
+    for key in ("audit_log", "users"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InputError(path, f"security.{key}", value, "must be a file path")
+        found[key] = None if value is None else path.parent / value
+    return SecuritySettings(found["audit_log"], found["users"])

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -32,6 +32,7 @@ from station.events import (
     AttributeRecorded,
     EventBus,
     InstrumentRecord,
+    JumperRecord,
     LimitRecord,
     MeasurementRecorded,
     PromptAnswered,
@@ -75,7 +76,8 @@ class Arbiter:
 
     A step holds every shared instrument it declared for its whole duration (a scope behind a
     switch must not be re-routed by another site mid-measurement). Locks are taken in one global
-    order, so two sites can never deadlock; waiting stays abortable.
+    order, so two sites can never deadlock; waiting stays abortable. `hold` gives the seconds
+    the step waited for them (its share of the run's time split).
     """
 
     def __init__(self) -> None:
@@ -88,8 +90,9 @@ class Arbiter:
             return self._locks.setdefault(id(device), threading.Lock())
 
     @contextlib.contextmanager
-    def hold(self, shared: list[tuple[str, object]], abort: threading.Event) -> Iterator[None]:
+    def hold(self, shared: list[tuple[str, object]], abort: threading.Event) -> Iterator[float]:
         held: list[threading.Lock] = []
+        waited_s = 0.0
         try:
             for role, device in sorted(shared, key=lambda item: item[0]):
                 lock = self._lock(device)
@@ -98,9 +101,11 @@ class Arbiter:
                     if abort.is_set():
                         raise RunAborted(f"while waiting for the shared {role}")
                 held.append(lock)
+                waited = time.monotonic() - started
+                waited_s += waited
                 with self._guard:
-                    self.wait_s[role] = self.wait_s.get(role, 0.0) + time.monotonic() - started
-            yield
+                    self.wait_s[role] = self.wait_s.get(role, 0.0) + waited
+            yield waited_s
         finally:
             for lock in reversed(held):
                 lock.release()
@@ -474,10 +479,14 @@ class RunEngine:
         lot_id: str | None = None,
         wafer_id: str | None = None,
         completed_units: Iterable[str] | None = None,
+        work_order: str | None = None,
+        route_operation: str | None = None,
+        genealogy: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run the sequence on `dut_serial`. With `completed_units`, continue the existing run
         `run_id` after a crash: its steps run again and skip those units (dies), which the
-        store lists for it (`ResultsStore.completed_units`)."""
+        store lists for it (`ResultsStore.completed_units`). Lot, work order, route operation
+        and genealogy come from the unit's traveller (`Traveller.run_options()`)."""
         resumed = completed_units is not None
         if resumed and run_id is None:
             raise ValueError("resuming needs the run id of the run to continue")
@@ -518,6 +527,13 @@ class RunEngine:
                 lot_id=lot_id,
                 wafer_id=wafer_id,
                 resumed=resumed,
+                work_order=work_order,
+                route_operation=route_operation,
+                genealogy=tuple(sorted((genealogy or {}).items())),
+                jumpers=tuple(
+                    JumperRecord(j.name, j.serial, j.mating_count, j.mating_limit)
+                    for j in self.station.jumpers.values()
+                ),
             )
         )
         outcomes: list[Outcome] = []
@@ -561,17 +577,31 @@ class RunEngine:
         self.bus.emit(StepStarted(run_id, step.name, index))
         started = time.monotonic()
         outcome, error = Outcome.ERROR, None
+        waited_s = retry_s = 0.0
         for attempt in range(1, step.retries + 2):
-            with self.arbiter.hold(self._shared_in(step), self._abort):
+            attempt_started = time.monotonic()
+            with self.arbiter.hold(self._shared_in(step), self._abort) as waited:
                 ctx = StepContext(self, run_id, dut_serial, step, attempt)  # timeout starts here
                 outcome, error = self._attempt(ctx)
+            waited_s += waited
             if outcome != Outcome.ERROR or attempt == step.retries + 1:
                 break
+            retry_s += time.monotonic() - attempt_started - waited
             self.bus.emit(
                 AttributeRecorded(run_id, step.name, f"attempt_{attempt}_error", error or "")
             )
+        duration_s = time.monotonic() - started
         self.bus.emit(
-            StepEnded(run_id, step.name, index, outcome, error, time.monotonic() - started)
+            StepEnded(
+                run_id,
+                step.name,
+                index,
+                outcome,
+                error,
+                duration_s,
+                waited_s=waited_s,
+                retry_s=retry_s,
+            )
         )
         return outcome, error
 

@@ -50,6 +50,16 @@ class LimitRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class JumperRecord:
+    """A DUT-side station jumper of the run's site: every run mates it once."""
+
+    name: str
+    serial: str
+    mating_count: int  # as configured: where the store's counter starts for a new serial
+    mating_limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     run_id: str
     sequence: str
@@ -69,6 +79,12 @@ class RunStarted:
     wafer_id: str | None = None  # wafer runs: the wafer on the chuck
     resumed: bool = False  # the run `run_id` already exists: it continues after a crash
     at_ns: int = field(default_factory=time.time_ns)
+    # the traveller (station.mes.traveller): work order, route operation, and the unit's parts
+    # as (part role, part identity) pairs, e.g. ("laser_3", "ELS-W12-L0457")
+    work_order: str | None = None
+    route_operation: str | None = None
+    genealogy: tuple[tuple[str, str], ...] = ()
+    jumpers: tuple[JumperRecord, ...] = ()  # the site's DUT-side jumpers this run mates
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,10 @@ class StepEnded:
     error: str | None
     duration_s: float
     at_ns: int = field(default_factory=time.time_ns)
+    # of duration_s: waiting for the engine to hand over shared instruments (every attempt),
+    # and the attempts that were retried (their own waiting left out)
+    waited_s: float = 0.0
+    retry_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """Gauge R&R studies on the station: n parts x k appraisers x r repeats of a sequence, analysed by
 the crossed ANOVA (station.analysis.grr), stored, and releasing the limits version they studied.
+A production run needs its limits version (product, sha256) released (`grr_release_problem`); a
+new limits version is released from the product's latest study by re-judging its %GRR against
+the new tolerances, without measuring again (`release_limits`).
 
 Appraisers are the station's sites (on the simulated bench, identical simulated stations); a
 repeat is a re-insertion of the part. Runs go one at a time in the order repeat, part, appraiser,
@@ -19,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,18 +31,24 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from station.analysis.grr import GrrResult, crossed_grr
-from station.calibration.locks import check_unlocked
-from station.calibration.offsets import load_offsets
+from station.analysis.grr import STUDY_SIGMAS, GrrResult, crossed_grr
+from station.bench import resolve_run_paths
+from station.calibration.offsets import load_offsets, read_only
+from station.calibration.paths import PATH_CAL_SEQUENCE
+from station.config import load_station_config
 from station.console import terminal_prompter
 from station.engine import PlannedSequence, Prompter, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus, MeasurementRecorded, PromptRequested
 from station.launch import OpenStation, RunSetup, open_station, prepare_run, run_sites
-from station.limits import LimitsFile
+from station.limits import LimitsFile, load_limits
 from station.outcome import Outcome
 from station.results.schema import grr_results, grr_runs, grr_studies, limits_releases
-from station.results.store import DEFAULT_DB, ResultsStore
+from station.results.store import DEFAULT_DB, ResultsStore, database_url
+from station.security.audit import AuditLog
+from station.security.files import security_files
+from station.security.lock import require_unlocked
+from station.security.users import SYSTEM_ROLE, User, login, require
 from station.simbench import SimulatedHands
 
 #: puts a part in an appraiser's site (the simulated bench's `insert`, or the operator)
@@ -278,10 +288,15 @@ def _tolerance(limits: LimitsFile, name: str) -> float:
 
 
 def store_study(
-    engine: sa.Engine, study: GrrStudy, setup: RunSetup, station_id: str, operator: str
+    engine: sa.Engine,
+    study: GrrStudy,
+    setup: RunSetup,
+    station_id: str,
+    operator: str,
+    log: AuditLog | None = None,
 ) -> None:
     """The study, its per-measurement results and runs, and (when it passed) the release of
-    the limits version, in one transaction."""
+    the limits version, in one transaction; a new release is also entered in the audit `log`."""
     limits = setup.limits
     frame = study.frame().astype(object)
     frame = frame.where(pd.notna(frame), None)
@@ -316,23 +331,45 @@ def store_study(
                 for p, a, r, i in study.runs
             ],
         )
-        if study.released:
-            already = conn.execute(
-                sa.select(limits_releases.c.study_id).where(
-                    limits_releases.c.product == limits.product.name,
-                    limits_releases.c.limits_sha256 == limits.sha256,
-                )
-            ).first()
-            if already is None:
-                conn.execute(
-                    limits_releases.insert().values(
-                        product=limits.product.name,
-                        limits_sha256=limits.sha256,
-                        limits_version=limits.version,
-                        study_id=study.study_id,
-                        released_at=now,
-                    )
-                )
+        released = study.released and _record_release(conn, limits, study.study_id, now)
+    if released and log is not None:
+        log.append(
+            actor=GRR_ACTOR,
+            role=SYSTEM_ROLE,
+            action=RELEASE,
+            subject=f"limits:{limits.product.name}",
+            details={
+                **_limits_facts(limits),
+                "study_id": study.study_id,
+                "operator": operator,
+                "rejudged": False,
+                "key": _worst_of_keys(study.frame()),
+            },
+        )
+
+
+def _record_release(
+    conn: sa.Connection, limits: LimitsFile, study_id: str, now: dt.datetime
+) -> bool:
+    """Release `limits` (product, sha256) by `study_id` unless it is already; True if new."""
+    already = conn.execute(
+        sa.select(limits_releases.c.study_id).where(
+            limits_releases.c.product == limits.product.name,
+            limits_releases.c.limits_sha256 == limits.sha256,
+        )
+    ).first()
+    if already is not None:
+        return False
+    conn.execute(
+        limits_releases.insert().values(
+            product=limits.product.name,
+            limits_sha256=limits.sha256,
+            limits_version=limits.version,
+            study_id=study_id,
+            released_at=now,
+        )
+    )
+    return True
 
 
 def released_by(engine: sa.Engine, limits: LimitsFile) -> str | None:
@@ -346,16 +383,213 @@ def released_by(engine: sa.Engine, limits: LimitsFile) -> str | None:
         ).scalar()
 
 
+RELEASE = "grr_release"  # the audit action of a limits release
+GRR_ACTOR = "grr"  # the station releasing on a study it ran
+#: appraiser_kind of a study row that stands for no measurement: the release a simulated bench
+#: seeds for its shipped demo limits (station.security.simulated); never re-judged
+SEEDED = "simulated-seed"
+
+
+def _limits_facts(limits: LimitsFile) -> dict[str, Any]:
+    return {
+        "file": limits.path.name,
+        "product": limits.product.name,
+        "version": limits.version,
+        "sha256": limits.sha256,
+    }
+
+
+def _worst_of_keys(frame: pd.DataFrame) -> dict[str, float | None]:
+    """Key measurement -> its worst %GRR of tolerance over the lanes (None: not a number)."""
+    keys = frame[frame["key"].astype(bool)]
+    worst = keys.groupby("measurement")["pct_grr_tolerance"].max()
+    return {str(name): (float(v) if np.isfinite(v) else None) for name, v in worst.items()}
+
+
+def needs_grr_release(sequence: str, limits: LimitsFile) -> bool:
+    """Whether a production run of `sequence` on `limits` needs a GR&R release: every product
+    file does; the station's self-checks (path-cal, a golden-unit file) are no gauge to study."""
+    return sequence != PATH_CAL_SEQUENCE and not limits.offsets
+
+
+def grr_release_problem(target: str | Path, limits: LimitsFile) -> str | None:
+    """Why `limits` (product, sha256) is not GR&R-released in the results database at
+    `target`, in one line naming product, version and sha256; None when it is."""
+    named = (
+        f"{limits.product.name} limits version {limits.version} "
+        f"(sha256 {limits.sha256[:12]}, {limits.path.name})"
+    )
+    engine = read_only(target)
+    study = None
+    if engine is not None:
+        try:
+            with engine.connect() as conn:
+                if sa.inspect(conn).has_table(limits_releases.name):
+                    study = released_by(engine, limits)
+        except sa.exc.SQLAlchemyError as err:
+            raise StationError(f"{engine.url}: cannot read limits releases: {err}") from err
+        finally:
+            engine.dispose()
+    if study is not None:
+        return None
+    return (
+        f"{named} has no gauge R&R release in {database_url(target)}: run `station grr` or "
+        "`station grr release --limits FILE`"
+    )
+
+
+@dataclass(frozen=True)
+class Rejudged:
+    """A stored study's key measurements judged against a new limits file's tolerances."""
+
+    study_id: str
+    studied_sha256: str  # the limits the study ran on
+    rows: pd.DataFrame  # measurement, lane, unit, grr, tolerance, pct_grr_tolerance, verdict
+    missing: tuple[str, ...]  # key measurements the study did not record
+    released: bool
+    entry: dict[str, Any] | None  # the audit entry of the release
+
+
+def rejudge(rows: pd.DataFrame, limits: LimitsFile) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The key measurements of `limits`' [grr] plan among a study's result `rows` (one per
+    measurement and lane, with its GRR sigma), with %GRR of the new tolerance and its verdict;
+    and the key measurements the rows lack."""
+    plan = limits.grr
+    if plan is None:
+        raise InputError(limits.path, "grr", None, "no [grr] key measurements to judge")
+    keys = rows[rows["measurement"].isin(plan.key_measurements)].copy()
+    keys["tolerance"] = [_tolerance(limits, name) for name in keys["measurement"]]
+    keys["pct_grr_tolerance"] = 100.0 * STUDY_SIGMAS * keys["grr"] / keys["tolerance"]
+    keys["verdict"] = [plan.verdict(float(p)) for p in keys["pct_grr_tolerance"]]
+    missing = tuple(n for n in plan.key_measurements if n not in set(keys["measurement"]))
+    columns = ["measurement", "lane", "unit", "grr", "tolerance", "pct_grr_tolerance", "verdict"]
+    return keys[columns].reset_index(drop=True), missing
+
+
+def latest_study(engine: sa.Engine, product: str) -> tuple[str, str] | None:
+    """(study id, limits sha256 studied) of the newest measured study of `product`."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(grr_studies.c.study_id, grr_studies.c.limits_sha256)
+            .where(grr_studies.c.product == product, grr_studies.c.appraiser_kind != SEEDED)
+            .order_by(grr_studies.c.started_at.desc())
+            .limit(1)
+        ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def release_limits(target: str | Path, limits: LimitsFile, log: AuditLog, user: User) -> Rejudged:
+    """Release `limits` from the latest gauge R&R study of its product, without measuring
+    again: the study's GRR sigmas are judged against the new file's tolerances and [grr]
+    thresholds; only when every key measurement is accepted is the version released (a
+    limits_releases row and an audit entry by `user`, an engineer)."""
+    require(user, "release_limits")
+    plan = limits.grr
+    if plan is None:
+        raise InputError(limits.path, "grr", None, "no [grr] key measurements to judge")
+    engine = read_only(target)
+    if engine is None:
+        raise InputError("--db", "db", str(target), "no results database: no study to re-judge")
+    try:
+        found = latest_study(engine, limits.product.name)
+        if found is None:
+            raise InputError(
+                "--db", "product", limits.product.name,
+                f"no gauge R&R study of it in {database_url(target)}: run `station grr`",
+            )  # fmt: skip
+        study_id, studied = found
+        with engine.connect() as conn:
+            stored = pd.DataFrame(
+                conn.execute(sa.select(grr_results).where(grr_results.c.study_id == study_id))
+                .mappings()
+                .all()
+            )
+        rows, missing = rejudge(stored, limits)
+        released = not missing and not rows.empty and bool((rows["verdict"] == "accept").all())
+        entry = None
+        if released:
+            with engine.begin() as conn:
+                new = _record_release(conn, limits, study_id, dt.datetime.now(dt.UTC))
+            if new:
+                entry = log.append(
+                    actor=user.login,
+                    role=user.role,
+                    action=RELEASE,
+                    subject=f"limits:{limits.product.name}",
+                    details={
+                        **_limits_facts(limits),
+                        "study_id": study_id,
+                        "studied_sha256": studied,
+                        "rejudged": True,
+                        "key": _worst_of_keys(rows.assign(key=True)),
+                    },
+                )
+    except sa.exc.SQLAlchemyError as err:
+        raise StationError(f"{engine.url}: cannot re-judge the study: {err}") from err
+    finally:
+        engine.dispose()
+    return Rejudged(study_id, studied, rows, missing, released, entry)
+
+
+def record_seeded_release(
+    engine: sa.Engine, limits: LimitsFile, sequence: str, station_id: str, note: str
+) -> str | None:
+    """Release `limits` by a study row that says it measured nothing (`SEEDED`, no parts),
+    for the demo limits a simulated bench ships; returns its id, or None when the version was
+    already released. Only station.security.simulated calls this."""
+    study_id = f"seed-{limits.sha256[:11]}"
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        if conn.execute(
+            sa.select(limits_releases.c.study_id).where(
+                limits_releases.c.product == limits.product.name,
+                limits_releases.c.limits_sha256 == limits.sha256,
+            )
+        ).first():
+            return None
+        if not conn.execute(
+            sa.select(grr_studies.c.study_id).where(grr_studies.c.study_id == study_id)
+        ).first():
+            conn.execute(
+                grr_studies.insert().values(
+                    study_id=study_id,
+                    product=limits.product.name,
+                    limits_version=limits.version,
+                    limits_sha256=limits.sha256,
+                    sequence=sequence,
+                    station_id=station_id,
+                    appraiser_kind=SEEDED,
+                    parts=0,
+                    appraisers=0,
+                    repeats=0,
+                    operator=note,
+                    started_at=now,
+                    released=True,
+                )
+            )
+        _record_release(conn, limits, study_id, now)
+    return study_id
+
+
 # --- command line: `station grr` ------------------------------------------------------------------
 def add_grr_command(sub: Any) -> None:
     grr = sub.add_parser(
-        "grr", help="gauge R&R study: parts x appraisers (sites) x repeats (re-insertions)"
+        "grr",
+        help="gauge R&R study: parts x appraisers (sites) x repeats (re-insertions); "
+        "`grr release --limits FILE` releases a new limits version from the latest study",
     )
-    grr.add_argument("--product", required=True, help="product, e.g. 800G-DR8")
+    grr.add_argument(
+        "action",
+        nargs="?",
+        choices=("study", "release"),
+        default="study",
+        help="study (default): measure and analyse; release: re-judge the latest study",
+    )
+    grr.add_argument("--product", help="product, e.g. 800G-DR8 (study)")
     grr.add_argument("--sequence", default="pluggable", help="sequence to study (pluggable)")
-    grr.add_argument("--parts", type=int, required=True, help="number of parts (n)")
-    grr.add_argument("--appraisers", type=int, required=True, help="sites of the station (k)")
-    grr.add_argument("--repeats", type=int, required=True, help="insertions of each part (r)")
+    grr.add_argument("--parts", type=int, help="number of parts (n)")
+    grr.add_argument("--appraisers", type=int, help="sites of the station (k)")
+    grr.add_argument("--repeats", type=int, help="insertions of each part (r)")
     grr.add_argument(
         "--serials", help="the parts' serials, comma separated (default with --sim: SIM0001...)"
     )
@@ -365,14 +599,29 @@ def add_grr_command(sub: Any) -> None:
     )
     grr.add_argument("--sim", action="store_true", help="study on a simulated bench")
     grr.add_argument("--time-factor", type=float, default=1.0)
-    grr.add_argument("--limits", metavar="FILE", help="limits file (default: the product's)")
+    grr.add_argument(
+        "--limits", metavar="FILE", help="limits file (study: default the product's; release)"
+    )
     grr.add_argument("--station", metavar="CONFIG", help="station config TOML")
     grr.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
     grr.add_argument("--operator", default=os.environ.get("USER", "unknown"))
+    grr.add_argument(
+        "--calibration-override",
+        metavar="REASON",
+        help="study through paths without a calibration in force (recorded with every run)",
+    )
+    grr.add_argument(
+        "--user", metavar="LOGIN", help="release: the engineer releasing (secret: $STATION_SECRET)"
+    )
 
 
 def run_grr_command(args: argparse.Namespace, console: Console) -> int:
-    """`station grr`: 0 when the study released the limits version, 1 when it did not."""
+    """`station grr`: 0 when the study (or re-judging) released the limits version, 1 when not."""
+    if args.action == "release":
+        return _release_command(args, console)
+    for name in ("product", "parts", "appraisers", "repeats"):
+        if getattr(args, name) is None:
+            raise InputError(f"--{name}", name, None, "a gauge R&R study needs it")
     if args.parts < 2 or args.parts > 9999:
         raise InputError("--parts", "parts", args.parts, "must be 2..9999")
     setup = prepare_run(
@@ -385,6 +634,7 @@ def run_grr_command(args: argparse.Namespace, console: Console) -> int:
         time_factor=args.time_factor,
         mode="characterisation",
         operator=args.operator,
+        calibration_override=args.calibration_override,
     )
     if args.serials:
         serials = tuple(s.strip() for s in args.serials.split(","))
@@ -402,11 +652,8 @@ def run_grr_command(args: argparse.Namespace, console: Console) -> int:
     for name in wanted or ():
         if name not in setup.limits.limits:
             raise InputError("--measurements", "measurements", name, "has no limit")
+    setup, log = _admitted_study(setup, args.db)
     station_id = setup.config.station_id
-    check_unlocked(args.db, station_id)
-    offsets = load_offsets(args.db, station_id)
-    if offsets:
-        setup = dataclasses.replace(setup, config=setup.config.with_offsets(offsets))
 
     sim = setup.simulated_bench() if args.sim else None
     prompter = terminal_prompter(console)
@@ -448,7 +695,7 @@ def run_grr_command(args: argparse.Namespace, console: Console) -> int:
                     guard=abort_on_signals,
                 )
                 store.flush()
-                store_study(store.engine, study, setup, station_id, args.operator)
+                store_study(store.engine, study, setup, station_id, args.operator, log)
             finally:
                 store.close()
     finally:
@@ -474,6 +721,61 @@ def run_grr_command(args: argparse.Namespace, console: Console) -> int:
         f"(study {study.study_id}, {store.url})",
         markup=False,
     )
+    return 1
+
+
+def _admitted_study(setup: RunSetup, db: str) -> tuple[RunSetup, AuditLog]:
+    """What a study must pass before anything is opened, as a run must: the station not
+    locked, its paths calibrated (or the override given); with the losses and offsets in force."""
+    log = security_files(setup.config, db).log
+    require_unlocked(log, setup.config.station_id)
+    config, override = resolve_run_paths(
+        setup.config,
+        setup.sequence.name,
+        setup.sequence.roles,
+        setup.limits.product.wavelength_nm,
+        database_url(db),
+        setup.mode,
+        setup.calibration_override,
+    )
+    offsets = load_offsets(db, config.station_id)
+    if offsets:
+        config = config.with_offsets(offsets)
+    return dataclasses.replace(setup, config=config, calibration_override=override), log
+
+
+def _release_command(args: argparse.Namespace, console: Console) -> int:
+    """`station grr release --limits FILE --user LOGIN`."""
+    if args.limits is None:
+        raise InputError("--limits", "limits", None, "name the limits file to release")
+    if args.user is None:
+        raise InputError("--user", "user", None, "an engineer releases limits")
+    limits = load_limits(args.limits)
+    files = security_files(load_station_config(args.station), args.db)
+    user = login(files.users, args.user)
+    done = release_limits(args.db, limits, files.log, user)
+    table = Table(title=f"{limits.path.name} judged on study {done.study_id}", title_justify="left")
+    for column in ("measurement", "lane", "unit", "GRR", "tolerance", "%GRR tol", "verdict"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for row in done.rows.itertuples():
+        lane = "-" if pd.isna(row.lane) else str(int(row.lane))
+        table.add_row(
+            row.measurement, lane, row.unit, f"{row.grr:.4g}", f"{row.tolerance:.4g}",
+            f"{row.pct_grr_tolerance:.1f}", row.verdict,
+        )  # fmt: skip
+    console.print(table)
+    named = f"limits {limits.path.name} version {limits.version} (sha256 {limits.sha256[:12]})"
+    if done.released:
+        console.print(f"{named} RELEASED by study {done.study_id}", markup=False)
+        return 0
+    why = (
+        f"study {done.study_id} lacks {', '.join(done.missing)}"
+        if done.missing
+        else (
+            f"key measurements need %GRR of tolerance < {limits.grr.accept_pct:g} %"  # type: ignore[union-attr]
+        )
+    )
+    console.print(f"{named} NOT released: {why}", markup=False)
     return 1
 
 

@@ -47,6 +47,7 @@ class SimBenchProcess:
             product,
             "--sites",
             str(sites),
+            "--controlled",  # the bench stops when this process's pipe closes, even on a crash
         ]
         if duts:
             self.args += ["--duts", ",".join(duts)]

@@ -1,5 +1,6 @@
 """Station calibration beyond instrument due dates: optical path losses measured by `path-cal`
-(paths, resolve, writer) and golden-unit offsets (offsets, locks), kept in the results store.
+(paths, resolve, writer) and golden-unit offsets (offsets), kept in the results store; a golden
+run out of bounds locks the station in the audit log (station.security.lock).
 """
 
 from __future__ import annotations

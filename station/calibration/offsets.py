@@ -1,6 +1,7 @@
 """Golden-unit offsets of a station: a golden run within its limits becomes a new offsets version
 (per station, site, measurement and lane) that later runs on the station apply; a golden run
-outside its limits locks the station instead (station.calibration.locks).
+outside its limits locks the station instead, in the audit log (station.security.lock), where
+every admission check looks and only an engineer unlocks it.
 
 A golden limits file names, in `[offsets]`, which of its figures correct which product
 measurement (`station_tx_power_offset = "tx_average_power"`). A figure is the station's reading of
@@ -19,15 +20,32 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from station.calibration.locks import lock_station, read_only
 from station.errors import StationError
 from station.events import MeasurementRecorded, RunEnded, RunStarted
 from station.limits import LimitsFile
 from station.outcome import Outcome
 from station.results.schema import station_offsets
+from station.results.store import database_url
+from station.security.audit import DEFAULT_AUDIT, AuditLog
+from station.security.files import beside_database
+from station.security.lock import lock
+from station.security.users import SYSTEM_ROLE
 
 #: site -> (measurement, lane) -> offset (dB), as `StationConfig.with_offsets` takes them
 SiteOffsets = dict[int, dict[tuple[str, int | None], float]]
+GOLDEN_ACTOR = "golden"  # the audit actor of a lock a golden-unit check sets
+
+
+def read_only(target: str | Path) -> sa.Engine | None:
+    """An engine on the results database at `target` for reading station records, or None when
+    it cannot hold any: a SQLite file that is not there (and looking must not create it)."""
+    url = database_url(target)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        return sa.create_engine(url)
+    except (sa.exc.ArgumentError, ImportError) as err:
+        raise StationError(f"{url}: cannot open the results database: {err}") from err
 
 
 def load_offsets(target: str | Path, station_id: str) -> SiteOffsets:
@@ -93,19 +111,21 @@ class _GoldenRun:
 
 
 class GoldenOffsetsWriter:
-    """Subscriber: turns the golden runs on the bus into offsets versions or station locks in the
-    results database at `engine` (the store's), per the `[offsets]` table of `limits`.
+    """Subscriber: turns the golden runs on the bus into offsets versions in the results
+    database at `engine` (the store's), per the `[offsets]` table of `limits`, or into station
+    locks in the audit `log` (default: the log beside that database).
 
     PASS: a new version of the site's offsets (every figure of the table). FAIL with a figure
-    outside its limits: the site is locked. Anything else (ERROR, ABORTED, a FAIL of the unit's
-    identity or power-up) changes neither: the station could not check itself.
+    outside its limits: the station is locked. Anything else (ERROR, ABORTED, a FAIL of the
+    unit's identity or power-up) changes neither: the station could not check itself.
     """
 
-    def __init__(self, engine: sa.Engine, limits: LimitsFile) -> None:
+    def __init__(self, engine: sa.Engine, limits: LimitsFile, log: AuditLog | None = None) -> None:
         if not limits.offsets:
             raise StationError(f"{limits.path.name} has no [offsets] table: not a golden file")
         self.engine = engine
         self.limits = limits
+        self.log = log or _log_beside(engine)
         self.versions: list[tuple[str, int, int]] = []  # (station, site, version) written
         self.locked: list[tuple[str, int, str]] = []  # (station, site, reason)
         self.failure: str | None = None
@@ -125,20 +145,14 @@ class GoldenOffsetsWriter:
                 try:
                     with self._lock:
                         self._conclude(run, event.outcome)
-                except sa.exc.SQLAlchemyError as err:
+                except (sa.exc.SQLAlchemyError, OSError, StationError) as err:
                     self.failure = f"run {event.run_id}: {str(err).splitlines()[0]}"
 
     def _conclude(self, run: _GoldenRun, outcome: Outcome) -> None:
         started = run.started
         out = [m for m in run.figures if m.outcome == Outcome.FAIL]
         if outcome == Outcome.FAIL and out:
-            worst = max(out, key=lambda m: abs(float(m.value)))  # type: ignore[arg-type]
-            reason = (
-                f"golden unit {started.dut_serial}: {len(out)} station figure(s) outside their "
-                f"limits, worst {worst.name} lane {worst.lane} = {float(worst.value):+.3f} dB"  # type: ignore[arg-type]
-            )
-            lock_station(self.engine, started.station_id, started.site, reason, started.run_id)
-            self.locked.append((started.station_id, started.site, reason))
+            self._lock_station(started, out)
             return
         if outcome != Outcome.PASS or not run.figures:
             return
@@ -174,6 +188,45 @@ class GoldenOffsetsWriter:
                 ],
             )
         self.versions.append((started.station_id, started.site, version))
+
+    def _lock_station(self, started: RunStarted, out: list[MeasurementRecorded]) -> None:
+        """Lock the station in the audit log, naming the run and every figure out of bounds."""
+        worst = max(out, key=lambda m: abs(float(m.value)))  # type: ignore[arg-type]
+        reason = (
+            f"golden unit {started.dut_serial}: {len(out)} station figure(s) outside their "
+            f"limits, worst {worst.name} lane {worst.lane} = {float(worst.value):+.3f} dB"  # type: ignore[arg-type]
+        )
+        lock(
+            self.log,
+            started.station_id,
+            reason,
+            actor=GOLDEN_ACTOR,
+            role=SYSTEM_ROLE,
+            run_id=started.run_id,
+            site=started.site,
+            golden_serial=started.dut_serial,
+            limits_sha256=self.limits.sha256,
+            out_of_bounds=[_bounds(self.limits, m) for m in out],
+        )
+        self.locked.append((started.station_id, started.site, reason))
+
+
+def _bounds(limits: LimitsFile, m: MeasurementRecorded) -> dict[str, object]:
+    limit = limits.limits[m.name]
+    return {
+        "measurement": m.name,
+        "lane": m.lane,
+        "value": float(m.value),  # type: ignore[arg-type]
+        "low": limit.low,
+        "high": limit.high,
+    }
+
+
+def _log_beside(engine: sa.Engine) -> AuditLog:
+    """The audit log beside the database `engine` is on (see station.security.files)."""
+    return AuditLog(
+        beside_database(engine.url.render_as_string(hide_password=False)) / DEFAULT_AUDIT
+    )
 
 
 def offsets_table(offsets: Mapping[tuple[str, int | None], float]) -> str:

@@ -58,6 +58,27 @@ class HttpMes:
         """The MES's record of a unit: lot, route position, attempts, final disposition."""
         return self._request("GET", f"/api/v1/units/{urllib.parse.quote(serial)}", None, {})
 
+    def lot_view(self, lot_id: str) -> dict[str, Any]:
+        """The MES's record of a lot: product, route, hold and every unit's record."""
+        return self._request("GET", f"/api/v1/lots/{urllib.parse.quote(lot_id)}", None, {})
+
+    def lot_queue(self, lot_id: str, operation: str) -> list[str]:
+        """Serials of lot `lot_id` the MES has waiting for `operation`, in lot order."""
+        quoted = f"{urllib.parse.quote(lot_id)}/queue/{urllib.parse.quote(operation)}"
+        reply = self._request("GET", f"/api/v1/lots/{quoted}", None, {})
+        serials = reply.get("serials")
+        if not isinstance(serials, list) or not all(isinstance(s, str) for s in serials):
+            raise MesProtocolError(f"MES lot queue of {lot_id}: serials = {serials!r}")
+        return serials
+
+    def check_outs(self) -> list[dict[str, Any]]:
+        """Every check-out the MES applied, in the order applied."""
+        reply = self._request("GET", "/api/v1/check-outs", None, {})
+        applied = reply.get("check_outs")
+        if not isinstance(applied, list):
+            raise MesProtocolError(f"MES check-outs: {applied!r} is not a list")
+        return applied
+
     def _post(
         self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
     ) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 One SQLite file in WAL mode with synchronous=FULL: a `put` that returned is on disk. An entry is
 marked delivered only after its receiver acknowledged it, so a crash between send and
 acknowledgement sends it again; receivers honour the entry's key, which turns this at-least-once
-delivery into an exactly-once effect. Entries of one kind are delivered in the order queued.
+delivery into an exactly-once effect. Entries of one kind are delivered in the order queued. A key
+is unique within its kind (each kind has its own receiver): a run's check-out and its results may
+both be keyed `station/run_id`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL,
     payload TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     created_ns INTEGER NOT NULL,
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, kind, id);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_kind_key ON outbox (kind, key);
 """
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
 
@@ -93,22 +96,22 @@ class Outbox:
             self._db.close()
 
     def put(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
-        """Queue `payload` under `key`; True when new, False when that key is already queued
-        (or delivered) with the same payload."""
+        """Queue `payload` under `key` of `kind`; True when new, False when that key is already
+        queued (or delivered) with the same payload."""
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         now = time.time_ns()
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO outbox (kind, key, payload, created_ns, next_try_ns)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
                 (kind, key, text, now, now),
             )
             if cursor.rowcount == 1:
                 return True
-            ((stored_kind, stored),) = self._db.execute(
-                "SELECT kind, payload FROM outbox WHERE key = ?", (key,)
+            ((stored,),) = self._db.execute(
+                "SELECT payload FROM outbox WHERE kind = ? AND key = ?", (kind, key)
             )
-        if stored_kind != kind or stored != text:
+        if stored != text:
             raise OutboxConflict(f"outbox key {key!r} is already queued with another payload")
         return False
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+
 from station.mes import CHECK_OUT, check_out_sender, queue_check_out
-from station.mes.outbox import PENDING, DeliveryReport, Outbox
+from station.mes.outbox import PENDING, DeliveryReport, Outbox, Sender
 from station.mes.protocol import CheckIn, CheckInDecision, CheckOut, Mes, checkout_key
 from station.mes.retest import RetestPolicy, decide
-from station.mes.traveller import STEP
+from station.results.schema import runs
 from station.results.store import ResultsStore
 from station.security.audit import AuditLog
 from station.security.lock import require_unlocked
@@ -27,23 +29,19 @@ History = Callable[[str, str], list[str]]
 
 def store_history(store: ResultsStore) -> History:
     """Attempts as the results store knows them: finished runs of the serial whose traveller
-    names the operation (on a line database, every station's runs)."""
+    names the operation (on a line database, every station's runs), in one query on the run
+    columns."""
 
     def history(serial: str, operation: str) -> list[str]:
-        runs = store.runs(dut_serial=serial)
-        outcomes = []
-        for run_id, outcome in zip(runs["run_id"], runs["outcome"], strict=True):
-            if outcome is None or outcome != outcome:  # in flight (None / NaN)
-                continue
-            facts = store.attributes(run_id)
-            mine = (
-                (facts["step"] == STEP)
-                & (facts["name"] == "route_operation")
-                & (facts["value"] == operation)
-            )
-            if mine.any():
-                outcomes.append(str(outcome))
-        return outcomes
+        store.flush()  # the runs this process handed to the store count too
+        query = (
+            sa.select(runs.c.outcome)
+            .where(runs.c.dut_serial == serial, runs.c.route_operation == operation)
+            .where(runs.c.complete.is_(True), runs.c.outcome.is_not(None))
+            .order_by(runs.c.started_at, runs.c.run_id)
+        )
+        with store.engine.connect() as conn:
+            return [str(outcome) for outcome in conn.execute(query).scalars()]
 
     return history
 
@@ -135,6 +133,10 @@ class ShopFloor:
         )
         queue_check_out(self.outbox, checkout)
         return checkout, self.deliver()
+
+    def senders(self) -> dict[str, Sender]:
+        """The outbox senders of this shop floor's kinds (to deliver alongside other kinds)."""
+        return dict(self._senders)
 
     def deliver(self) -> DeliveryReport:
         return self.outbox.deliver_due(self._senders)

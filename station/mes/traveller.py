@@ -1,13 +1,14 @@
 """The traveller of a run: lot / work order, route operation and, where known, the unit's
-genealogy (the parts it is built from). Recorded as run attributes until the schema has columns.
+genealogy (the parts it is built from). It travels on the run's RunStarted event into the run
+record: runs.lot_id, runs.work_order, runs.route_operation and the genealogy table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from station.events import AttributeRecorded
-
+#: the attribute step under which records made before schema version 7 kept the traveller
 STEP = "traveller"
 
 
@@ -19,11 +20,21 @@ class Traveller:
     #: part role -> part identity, e.g. {"laser_3": "ELS-W12-L0457", "pic_die": "W07:12,-3"}
     genealogy: dict[str, str] = field(default_factory=dict)
 
+    def run_options(self) -> dict[str, Any]:
+        """Keyword arguments of `RunEngine.run` (and `MultiSiteRunner.run`) that put this
+        traveller on the run's RunStarted event, and so into the run record."""
+        return {
+            "lot_id": self.lot_id,
+            "work_order": self.work_order,
+            "route_operation": self.operation,
+            "genealogy": dict(self.genealogy),
+        }
 
-def traveller_attributes(run_id: str, traveller: Traveller) -> list[AttributeRecorded]:
-    """Attribute events recording `traveller` on run `run_id` (emit after RunStarted)."""
-    facts = {"route_operation": traveller.operation}
-    if traveller.work_order:
-        facts["work_order"] = traveller.work_order
-    facts |= {f"genealogy.{part}": ident for part, ident in sorted(traveller.genealogy.items())}
-    return [AttributeRecorded(run_id, STEP, name, value) for name, value in facts.items()]
+    def run_fields(self) -> dict[str, Any]:
+        """The RunStarted fields of this traveller (for code that builds the event itself)."""
+        return {
+            "lot_id": self.lot_id,
+            "work_order": self.work_order,
+            "route_operation": self.operation,
+            "genealogy": tuple(sorted(self.genealogy.items())),
+        }

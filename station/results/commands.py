@@ -1,4 +1,5 @@
-"""`station results ...` (runs, show, export), `station report <run id>` and `station yield --lot`.
+"""`station results ...` (runs, show, export, times, uph), `station report <run id>` and
+`station yield --lot`.
 
 Registered on the `station` command line by station.cli; each returns an exit code. Bad input and
 refusals raise StationError subclasses, which the CLI prints as one line with exit code 2.
@@ -7,10 +8,13 @@ refusals raise StationError subclasses, which the CLI prints as one line with ex
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
+from rich.table import Table
 
 from station.errors import InputError, StationError
 from station.results.store import DEFAULT_DB, ResultsStore, database_url
@@ -53,6 +57,82 @@ def add_result_commands(sub: Any) -> None:
     export.add_argument("--since", metavar="DATE", help="runs started on or after (UTC)")
     export.add_argument("--until", metavar="DATE", help="runs started on or before (UTC)")
     export.add_argument("--run", action="append", metavar="RUN_ID", help="repeatable")
+    times = res_sub.add_parser(
+        "times", help="test time per run: load, waiting for shared instruments, steps, retries"
+    )
+    _db(times)
+    _run_filters(times)
+    _csv(times)
+    uph = res_sub.add_parser("uph", help="units per hour, downtime and availability")
+    _db(uph)
+    uph.add_argument(
+        "--by", choices=tuple(UPH_GROUPS), default="station", help="group by (default station)"
+    )
+    _run_filters(uph)
+    _csv(uph)
+
+
+#: `station results uph --by` -> the run columns grouped by
+UPH_GROUPS = {"station": ("station_id",), "site": ("station_id", "site"), "lot": ("lot_id",)}
+#: option -> run filter of `station results times` and `uph`
+_FILTER_OPTIONS = {
+    "station": "station_id",
+    "lot": "lot_id",
+    "serial": "dut_serial",
+    "product": "product",
+    "operation": "route_operation",
+    "since": "since",
+    "until": "until",
+    "run": "run_id",
+}
+
+
+def _run_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--station", metavar="STATION_ID")
+    parser.add_argument("--lot")
+    parser.add_argument("--serial")
+    parser.add_argument("--product")
+    parser.add_argument("--operation", help="route operation")
+    parser.add_argument("--since", metavar="DATE", help="runs started on or after (UTC)")
+    parser.add_argument("--until", metavar="DATE", help="runs started on or before (UTC)")
+    parser.add_argument("--run", action="append", metavar="RUN_ID", help="repeatable")
+
+
+def _csv(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+
+
+def print_frame(
+    console: Console,
+    rows: pd.DataFrame,
+    title: str,
+    *,
+    csv: bool = False,
+    decimals: Mapping[str, int] | None = None,
+) -> None:
+    """Print `rows` as a rich table (numbers right-aligned, floats to `decimals` places, 2 by
+    default) or, with `csv`, as CSV for a spreadsheet or a pipe."""
+    if csv:
+        console.file.write(rows.to_csv(index=False))
+        return
+    table = Table(title=title, title_justify="left")
+    numeric = [pd.api.types.is_numeric_dtype(rows[c]) for c in rows.columns]
+    for column, is_number in zip(rows.columns, numeric, strict=True):
+        table.add_column(str(column), justify="right" if is_number else "left", no_wrap=True)
+    places = decimals or {}
+    for record in rows.itertuples(index=False):
+        table.add_row(
+            *(_cell(v, places.get(c, 2)) for c, v in zip(rows.columns, record, strict=True))
+        )
+    console.print(table)
+
+
+def _cell(value: Any, places: int) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{places}f}"
+    return str(value)
 
 
 def add_report_commands(sub: Any) -> None:
@@ -88,6 +168,8 @@ def run_result_command(args: argparse.Namespace, console: Console) -> int:
             return _export(store, args, console)
         if args.results_command == "runs":
             return _runs(store, args, console)
+        if args.results_command in ("times", "uph"):
+            return _utilisation(store, args, console)
         return _show(store, args, console)
     finally:
         store.close()
@@ -170,3 +252,33 @@ def _report(store: ResultsStore, args: argparse.Namespace, console: Console) -> 
         f"{report.path} ({len(report.images)} plots, {report.seconds:.2f} s)", markup=False
     )
     return 0
+
+
+def _chosen_filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        column: getattr(args, option)
+        for option, column in _FILTER_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+
+
+def _described(filters: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in filters.items()) or "any run"
+
+
+def _utilisation(store: ResultsStore, args: argparse.Namespace, console: Console) -> int:
+    """`station results times` and `station results uph`."""
+    filters = _chosen_filters(args)
+    if args.results_command == "times":
+        rows = store.test_time_split(**filters)
+        title = "Test time per run (seconds)"
+    else:
+        rows = store.uph(UPH_GROUPS[args.by], **filters)
+        title = f"Units per hour per {args.by}"
+    if not len(rows):
+        raise NotFound(f"{store.url}: no finished runs match ({_described(filters)})")
+    print_frame(console, rows, title, csv=args.csv, decimals=_DECIMALS)
+    return 0
+
+
+_DECIMALS: dict[str, int] = {"hours": 3, "uph": 1, "downtime_s": 0, "availability": 3}

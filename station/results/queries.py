@@ -14,10 +14,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from station.results.downtime import downtime_frame, overlap_s
 from station.results.schema import (
     artefacts,
     attributes,
+    genealogy,
     instruments,
+    jumper_matings,
     measurements,
     run_instruments,
     run_limits,
@@ -46,6 +49,8 @@ RUN_COLUMNS = (
     "limits_sha256",
     "calibration_override",
     "error",
+    "work_order",
+    "route_operation",
 )
 #: run columns repeated on every tidy measurement row
 _RUN_IDENTITY = (
@@ -86,7 +91,14 @@ MEASUREMENT_COLUMNS = (
     "recorded_at",
     "started_at",
 )
-_ALIASES = {"lot": "lot_id", "wafer": "wafer_id", "run": "run_id", "serial": "dut_serial"}
+_ALIASES = {
+    "lot": "lot_id",
+    "wafer": "wafer_id",
+    "run": "run_id",
+    "serial": "dut_serial",
+    "station": "station_id",
+    "operation": "route_operation",
+}
 _RUN_EQUALITY = (
     "run_id",
     "sequence",
@@ -99,6 +111,8 @@ _RUN_EQUALITY = (
     "operator",
     "mode",
     "complete",
+    "work_order",
+    "route_operation",
 )
 RUN_FILTERS = (*_RUN_EQUALITY, "run_outcome", "since", "until")
 MEASUREMENT_FILTERS = ("measurement", "step", "lane", "outcome")
@@ -426,3 +440,172 @@ def retest_yields(
     )
     table["retest_rate"] = (table["runs"] - table["units"]) / table["runs"]
     return table.reset_index()[[*by, *YIELD_COLUMNS]]
+
+
+# --- the traveller's genealogy --------------------------------------------------------------------
+GENEALOGY_COLUMNS = ("serial", "part_role", "part_id", "run_id", "recorded_at", "current")
+
+
+def _genealogy(conn: sa.Connection, condition: sa.ColumnElement[bool]) -> pd.DataFrame:
+    """Genealogy rows matching `condition`, one per (serial, role, part) as last recorded;
+    `current`: the newest part of its role on its unit (a reworked unit keeps the old rows)."""
+    g = genealogy
+    query = sa.select(*(g.c[c] for c in GENEALOGY_COLUMNS[:-1])).where(condition)
+    frame = _utc(_frame(conn, query, GENEALOGY_COLUMNS[:-1]), "recorded_at")
+    frame = frame.sort_values(["recorded_at", "run_id"], kind="stable")
+    frame = frame.drop_duplicates(["serial", "part_role", "part_id"], keep="last")
+    newest = frame.drop_duplicates(["serial", "part_role"], keep="last").index
+    frame["current"] = frame.index.isin(newest)
+    return frame.sort_values(["serial", "part_role", "recorded_at"]).reset_index(drop=True)
+
+
+def unit_parts(conn: sa.Connection, serial: str) -> pd.DataFrame:
+    """The parts unit `serial` is built from, as its travellers named them."""
+    return _genealogy(conn, genealogy.c.serial == serial)
+
+
+def units_built_from(conn: sa.Connection, part_id: str) -> pd.DataFrame:
+    """The units built from part `part_id` (a laser, a die): the genealogy read backwards."""
+    return _genealogy(conn, genealogy.c.part_id == part_id)
+
+
+# --- DUT-side jumper matings ----------------------------------------------------------------------
+def jumper_matings_frame(conn: sa.Connection, station_id: str) -> pd.DataFrame:
+    """The mating counters of a station's jumpers, one row per serial it has seen."""
+    j = jumper_matings
+    query = sa.select(j).where(j.c.station_id == station_id).order_by(j.c.site, j.c.jumper_serial)
+    return _utc(_frame(conn, query, j.c.keys()), "first_seen_at", "updated_at")
+
+
+# --- test time and utilisation --------------------------------------------------------------------
+TIME_SPLIT_COLUMNS = (
+    "run_id",
+    "station_id",
+    "site",
+    "dut_serial",
+    "lot_id",
+    "load_s",
+    "wait_s",
+    "steps_s",
+    "retry_s",
+    "total_s",
+)
+
+
+def _epoch_s(stamps: pd.Series) -> np.ndarray:
+    """UTC timestamps as seconds since the epoch (float; NaT -> NaN)."""
+    ns = stamps.dt.as_unit("ns")
+    seconds = ns.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy() / 1e9
+    return np.where(ns.isna().to_numpy(), np.nan, seconds)
+
+
+def _finished_runs(conn: sa.Connection, filters: dict[str, Any]) -> pd.DataFrame:
+    frame = runs_frame(conn, filters)
+    return frame[frame["ended_at"].notna()].reset_index(drop=True)
+
+
+def _step_times(conn: sa.Connection, filters: dict[str, Any]) -> pd.DataFrame:
+    """Per run: the first step's start (ns) and the summed waiting, retry and load prompt
+    seconds of its steps (NULL on steps recorded before schema version 7: none measured)."""
+    on_runs, _ = _run_conditions(filters, _is_sqlite(conn), measurement_level=False)
+    s = steps
+    columns = ("run_id", "first_step_ns", "wait_s", "retry_s", "load_prompt_s")
+    query = sa.select(
+        s.c.run_id,
+        sa.func.min(s.c.started_at_ns),
+        sa.func.sum(sa.func.coalesce(s.c.waited_s, 0.0)),
+        sa.func.sum(sa.func.coalesce(s.c.retry_s, 0.0)),
+        sa.func.sum(sa.func.coalesce(s.c.load_prompt_s, 0.0)),
+    ).group_by(s.c.run_id)
+    if on_runs:
+        query = query.where(s.c.run_id.in_(sa.select(runs.c.run_id).where(*on_runs)))
+    frame = _frame(conn, query, columns)
+    return frame.astype({c: float for c in columns[1:]})
+
+
+def test_time_split(conn: sa.Connection, filters: dict[str, Any]) -> pd.DataFrame:
+    """Where each finished run's time went, in seconds; the four parts add up to `total_s`
+    (run start to run end):
+
+    - load_s: run start to its first step's start, plus the operator prompts inside steps
+      that load, insert, seat, plug, mate or clean the unit (`station.results.store.
+      LOAD_PROMPT`), except prompts of attempts that were retried. Handling before the run
+      starts (unloading the last unit, scanning, opening instruments) is not in any run: it
+      shows in `uph` as the time between runs;
+    - wait_s: steps waiting for the engine to hand over instruments shared with other sites;
+    - retry_s: attempts of steps that errored and were retried (their waiting is in wait_s);
+    - steps_s: the rest: the steps' own work, the engine between steps and the teardown
+      (safe state) after the last one.
+
+    A run with no step row is all load. Runs still in flight are left out. A run resumed
+    after a crash counts from its first start, so the time it was down shows as load.
+    """
+    frame = _finished_runs(conn, filters)
+    times = _step_times(conn, filters).set_index("run_id").reindex(frame["run_id"]).fillna(0.0)
+    start_s = _epoch_s(frame["started_at"])
+    end_s = _epoch_s(frame["ended_at"])
+    stepped = times["first_step_ns"].to_numpy() > 0
+    first_s = np.where(stepped, times["first_step_ns"].to_numpy() / 1e9, end_s)
+    total_s = end_s - start_s
+    wait_s = times["wait_s"].to_numpy()
+    retry_s = times["retry_s"].to_numpy()
+    load_s = np.clip(first_s - start_s, 0.0, None) + times["load_prompt_s"].to_numpy()
+    split = frame[["run_id", "station_id", "site", "dut_serial", "lot_id"]].copy()
+    split["load_s"] = load_s
+    split["wait_s"] = wait_s
+    split["steps_s"] = total_s - load_s - wait_s - retry_s
+    split["retry_s"] = retry_s
+    split["total_s"] = total_s
+    return split[list(TIME_SPLIT_COLUMNS)]
+
+
+UPH_COLUMNS = ("units", "runs", "hours", "uph", "downtime_s", "availability")
+
+
+def uph(
+    conn: sa.Connection, filters: dict[str, Any], by: tuple[str, ...] = ("station_id",)
+) -> pd.DataFrame:
+    """Units per hour of the finished runs per `by` group (("station_id",), ("lot_id",),
+    ("station_id", "site"), ...).
+
+    `hours` runs from the group's first run start to its last run end; `uph` is distinct units
+    over those hours. `downtime_s` is the downtime (station.results.downtime) within that span:
+    per (station, site) the group tested on, the union of the station's whole-station downtimes
+    and that site's own, averaged over those (station, site) pairs, so that one site of two
+    down for an hour counts half an hour. `availability` = 1 - downtime_s / span.
+    """
+    unknown = [column for column in by if column not in RUN_COLUMNS]
+    if unknown:
+        raise FilterError(f"cannot group by {unknown[0]!r}; columns: {', '.join(RUN_COLUMNS)}")
+    frame = _finished_runs(conn, filters)
+    frame["start_s"], frame["end_s"] = _epoch_s(frame["started_at"]), _epoch_s(frame["ended_at"])
+    down = downtime_frame(conn, frame["station_id"].unique().tolist())
+    down["start_s"] = _epoch_s(down["started_at"])
+    down["end_s"] = _epoch_s(down["ended_at"])  # NaN: still open
+    rows = []
+    for key, group in frame.groupby(list(by), dropna=False, sort=True):
+        window = (float(group["start_s"].min()), float(group["end_s"].max()))
+        span_s = window[1] - window[0]
+        pairs = group[["station_id", "site"]].drop_duplicates().itertuples(index=False)
+        downtime_s = float(np.mean([_pair_downtime(down, pair, window) for pair in pairs]))
+        units = group["dut_serial"].nunique()
+        rows.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                "units": units,
+                "runs": len(group),
+                "hours": span_s / 3600.0,
+                "uph": units / (span_s / 3600.0) if span_s > 0 else np.nan,
+                "downtime_s": downtime_s,
+                "availability": 1.0 - downtime_s / span_s if span_s > 0 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*by, *UPH_COLUMNS])
+
+
+def _pair_downtime(down: pd.DataFrame, pair: Any, window: tuple[float, float]) -> float:
+    """Downtime seconds of one (station, site) within `window`."""
+    site = down["site"]
+    mine = (down["station_id"] == pair.station_id) & (site.isna() | (site == pair.site))
+    chosen = mine.to_numpy(dtype=bool, na_value=False)
+    return overlap_s(down["start_s"].to_numpy()[chosen], down["end_s"].to_numpy()[chosen], window)

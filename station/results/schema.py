@@ -8,11 +8,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: Human-readable schema version, kept in `schema_info` so older software refuses a newer file.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 #: The Alembic revision that creates exactly these tables (tests check it is the script head).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0008"
 #: schema_info.version of databases made before Alembic -> the revision that describes them
-REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006"}
+REVISION_OF_VERSION = {version: f"{version:04d}" for version in range(1, SCHEMA_VERSION + 1)}
 
 metadata = sa.MetaData()
 
@@ -59,6 +59,9 @@ runs = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("error", sa.Text),
     sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    # the traveller (schema version 7): the work order and the route operation the run tested
+    sa.Column("work_order", sa.String(64), index=True),
+    sa.Column("route_operation", sa.String(64)),
 )
 
 # The station's instruments by identity, with the calibration due date last seen on a run.
@@ -101,6 +104,12 @@ steps = sa.Table(
     sa.Column("ended_at_ns", sa.BigInteger, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error", sa.Text),
+    # the test-time split (schema version 7), in seconds of the step's wall time: waiting for the
+    # engine to hand over shared instruments, attempts that were retried, and operator prompts
+    # that load, insert or clean the unit (NULL on steps recorded before version 7)
+    sa.Column("waited_s", sa.Float),
+    sa.Column("retry_s", sa.Float),
+    sa.Column("load_prompt_s", sa.Float),
 )
 
 run_limits = sa.Table(
@@ -221,7 +230,8 @@ path_calibrations = sa.Table(
 )
 
 
-# --- limits release, station offsets and locks, gauge R&R (schema version 6) --------------------
+# --- limits release, station offsets, gauge R&R (schema version 6; station locks, dropped in
+# version 8, live in the audit log: station.security.lock) ------------------------------------
 # A run that used an unapproved limits file under an engineering override: who, why, which file.
 limits_overrides = sa.Table(
     "limits_overrides",
@@ -250,21 +260,6 @@ station_offsets = sa.Table(
     sa.Column("golden_run_id", sa.String(32), nullable=False),
     sa.Column("golden_serial", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# A station locked by a golden run outside its limits, until an engineer unlocks it.
-station_locks = sa.Table(
-    "station_locks",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("station_id", sa.String(64), nullable=False, index=True),
-    sa.Column("site", sa.Integer, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("run_id", sa.String(32), nullable=False),
-    sa.Column("locked_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("unlocked_at", sa.DateTime(timezone=True)),
-    sa.Column("unlocked_by", sa.String(64)),
-    sa.Column("unlock_reason", sa.Text),
 )
 
 # Gauge R&R studies: the design, the limits version studied and whether it released it ...
@@ -330,4 +325,48 @@ limits_releases = sa.Table(
     sa.Column("limits_version", sa.String(64), nullable=False),
     sa.Column("study_id", sa.String(32), sa.ForeignKey("grr_studies.study_id"), nullable=False),
     sa.Column("released_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# --- traveller genealogy, downtime, jumper matings (schema version 7) ----------------------------
+# The parts a unit is built from, as its traveller named them on a run: part role (e.g.
+# "laser_3", "pic_die") -> part identity (e.g. "ELS-W12-L0457", "W07:12,-3").
+genealogy = sa.Table(
+    "genealogy",
+    metadata,
+    sa.Column("serial", sa.String(64), primary_key=True),
+    sa.Column("part_role", sa.String(64), primary_key=True),
+    sa.Column("part_id", sa.String(128), nullable=False, index=True),
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Station downtime with a reason from station.results.downtime.REASONS; open while ended_at is
+# NULL. `site` NULL: the whole station.
+downtime = sa.Table(
+    "downtime",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("site", sa.Integer),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_by", sa.String(64), nullable=False),
+    sa.Index("ix_downtime_station", "station_id", "started_at"),
+)
+
+# Matings of a station's DUT-side jumpers by serial: one per unit tested on the jumper's site,
+# counted from the configured mating_count when the serial was first seen.
+jumper_matings = sa.Table(
+    "jumper_matings",
+    metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("jumper_serial", sa.String(64), primary_key=True),
+    sa.Column("site", sa.Integer, nullable=False),
+    sa.Column("matings", sa.Integer, nullable=False),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_run_id", sa.String(32)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )

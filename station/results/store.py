@@ -8,6 +8,7 @@ import functools
 import itertools
 import operator
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -44,7 +45,9 @@ from station.results.schema import (
     SCHEMA_VERSION,
     artefacts,
     attributes,
+    genealogy,
     instruments,
+    jumper_matings,
     measurements,
     run_instruments,
     run_limits,
@@ -79,6 +82,12 @@ _NUMERIC_COLUMNS = (
 #: columns most measurements leave NULL: a batch binds them only when some row has a value
 _OPTIONAL_COLUMNS = ("lane", "raw_value", "correction_db", "die_x", "die_y", "calibration_id")
 _OPTIONAL_GETTERS = {column: operator.attrgetter(column) for column in _OPTIONAL_COLUMNS}
+
+#: An operator prompt is load time (the test-time split's `load_s`) when its message asks for the
+#: unit or its connectors to be handled: loaded, inserted, seated, plugged, mated or cleaned.
+LOAD_PROMPT = re.compile(r"\b(load|insert|seat|plug|mat(e|ing)|clean)", re.IGNORECASE)
+#: the attribute the engine records when an attempt of a step errored and the step is retried
+_RETRIED_ATTEMPT = re.compile(r"attempt_\d+_error")
 
 
 def _field(column: str) -> str:
@@ -182,7 +191,7 @@ class ResultsStore:
         self._marker = marker
         self._insert_step = (
             "INSERT INTO steps (run_id, step_index, name, started_at_ns, ended_at_ns, outcome, "
-            f"error) VALUES ({', '.join([marker] * 7)})"
+            f"error, waited_s, retry_s, load_prompt_s) VALUES ({', '.join([marker] * 10)})"
         )
         self._upsert: Callable[[sa.Table], Any] = sqlite.insert
         if self.engine.dialect.name == "postgresql":  # imported only then: it costs 0.1 s
@@ -193,6 +202,8 @@ class ResultsStore:
         self._pending_attributes: dict[str, list[dict[str, Any]]] = {}
         self._pending_artefacts: dict[str, list[dict[str, Any]]] = {}
         self._step_started: dict[tuple[str, int], int] = {}
+        self._open_prompts: dict[tuple[str, str], int] = {}  # (run, prompt id) -> asked at (ns)
+        self._load_prompt_ns: dict[str, int] = {}  # run -> load prompt time of its step so far
         self._handlers = {
             MeasurementRecorded: self._on_measurement,
             AttributeRecorded: self._on_attribute,
@@ -305,13 +316,22 @@ class ResultsStore:
 
     def _on_attribute(self, event: AttributeRecorded) -> None:
         self._attribute(event.run_id, event.step, event.name, event.value)
+        if event.name.startswith("attempt_") and _RETRIED_ATTEMPT.fullmatch(event.name):
+            # the prompts of the attempt that errored count in the step's retry_s
+            self._load_prompt_ns.pop(event.run_id, None)
 
     def _on_prompt(self, event: PromptRequested) -> None:
         self._attribute(event.run_id, event.step, f"prompt_{event.prompt_id}", event.message)
+        if LOAD_PROMPT.search(event.message):
+            self._open_prompts[(event.run_id, event.prompt_id)] = event.at_ns
 
     def _on_prompt_answer(self, event: PromptAnswered) -> None:
         answer = event.answer if event.answer is not None else "<no answer>"
         self._attribute(event.run_id, event.step, f"prompt_{event.prompt_id}_answer", answer)
+        asked = self._open_prompts.pop((event.run_id, event.prompt_id), None)
+        if asked is not None:
+            spent = self._load_prompt_ns.get(event.run_id, 0) + event.at_ns - asked
+            self._load_prompt_ns[event.run_id] = spent
 
     def _on_safe_state(self, event: SafeStateApplied) -> None:
         errors = "; errors: " + "; ".join(event.errors) if event.errors else ""
@@ -336,6 +356,7 @@ class ResultsStore:
 
     def _on_step_started(self, event: StepStarted) -> None:
         self._step_started[(event.run_id, event.index)] = event.at_ns
+        self._load_prompt_ns.pop(event.run_id, None)
 
     def _take(self, run_id: str) -> WriteJob:
         """A job writing everything recorded for `run_id` since the last one."""
@@ -380,6 +401,9 @@ class ResultsStore:
             event.at_ns,
             event.outcome.value,
             event.error,
+            event.waited_s,
+            event.retry_s,
+            self._load_prompt_ns.pop(event.run_id, 0) / 1e9,
         )
         recorded = self._take(event.run_id)
         insert_step = self._insert_step
@@ -395,6 +419,9 @@ class ResultsStore:
         self._submit(write)
 
     def _on_run_ended(self, event: RunEnded) -> None:
+        self._load_prompt_ns.pop(event.run_id, None)
+        for key in [k for k in self._open_prompts if k[0] == event.run_id]:  # aborted mid-prompt
+            del self._open_prompts[key]
         recorded = self._take(event.run_id)
         values = {
             "ended_at": ns_to_datetime(event.at_ns),
@@ -429,9 +456,17 @@ class ResultsStore:
             "calibration_override": event.calibration_override,
             "lot_id": event.lot_id,
             "wafer_id": event.wafer_id,
+            "work_order": event.work_order,
+            "route_operation": event.route_operation,
             "started_at": started_at,
             "complete": False,
         }
+        parts = [
+            {"serial": event.dut_serial, "part_role": role, "part_id": part,
+             "run_id": event.run_id, "recorded_at": started_at}
+            for role, part in event.genealogy
+        ]  # fmt: skip
+        matings = _mating_upserts(upsert_of=self._upsert, event=event, at=started_at)
         instrument_rows = [
             {
                 "run_id": event.run_id,
@@ -496,6 +531,10 @@ class ResultsStore:
                 )
             if limit_rows:
                 conn.execute(run_limits.insert(), limit_rows)
+            if parts:
+                conn.execute(genealogy.insert(), parts)
+            for statement in matings:
+                conn.execute(statement)
 
         self._submit(write)
 
@@ -627,11 +666,60 @@ class ResultsStore:
     def stations(self) -> pd.DataFrame:
         return self._read(queries.table_frame, stations)
 
+    def unit_parts(self, serial: str) -> pd.DataFrame:
+        """The unit's genealogy: the parts it is built from (`queries.unit_parts`)."""
+        return self._read(queries.unit_parts, serial)
+
+    def units_built_from(self, part_id: str) -> pd.DataFrame:
+        """The units built from a part (`queries.units_built_from`)."""
+        return self._read(queries.units_built_from, part_id)
+
+    def test_time_split(self, **filters: Any) -> pd.DataFrame:
+        """Load, waiting, step and retry seconds per finished run (`queries.test_time_split`)."""
+        return self._read(queries.test_time_split, filters)
+
+    def uph(self, by: tuple[str, ...] = ("station_id",), **filters: Any) -> pd.DataFrame:
+        """Units per hour, downtime and availability per group (`queries.uph`)."""
+        return self._read(queries.uph, filters, by)
+
+    def jumper_matings(self, station_id: str) -> pd.DataFrame:
+        """The mating counters of a station's jumpers (`queries.jumper_matings_frame`)."""
+        return self._read(queries.jumper_matings_frame, station_id)
+
     def sites(self) -> pd.DataFrame:
         return self._read(queries.table_frame, sites)
 
 
 _INSTRUMENT_KEY = ("manufacturer", "model", "serial_number")
+
+
+def _mating_upserts(upsert_of: Callable[[sa.Table], Any], event: RunStarted, at: Any) -> list[Any]:
+    """One mating of each of the run's DUT-side jumpers: a serial seen for the first time
+    starts from its configured count, so a swapped jumper starts its own. Sorted by serial:
+    concurrent sites' upserts take their row locks in one order and cannot deadlock."""
+    statements = []
+    for jumper in sorted(event.jumpers, key=lambda j: j.serial):
+        statement = upsert_of(jumper_matings).values(
+            station_id=event.station_id,
+            jumper_serial=jumper.serial,
+            site=event.site,
+            matings=jumper.mating_count + 1,
+            first_seen_at=at,
+            last_run_id=event.run_id,
+            updated_at=at,
+        )
+        statements.append(
+            statement.on_conflict_do_update(
+                index_elements=["station_id", "jumper_serial"],
+                set_={
+                    "matings": jumper_matings.c.matings + 1,
+                    "site": statement.excluded.site,
+                    "last_run_id": statement.excluded.last_run_id,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )
+    return statements
 
 
 def _units_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:

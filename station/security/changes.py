@@ -6,12 +6,15 @@ change carries every changed field's old and new value, and both files' hashes).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from station.limits import LimitsFile
 from station.security.audit import AuditLog
-from station.security.users import User, require
+from station.security.users import SYSTEM_ROLE, User, require
+
+#: the limit fields of a file, as limit_fields gives them (and audit entries keep them)
+FieldTable = Mapping[str, Mapping[str, Any]]
 
 _LIMIT_FIELDS = ("low", "high", "expected", "allowed", "unit", "per_lane", "marginal")
 
@@ -27,8 +30,11 @@ def limit_fields(limits: LimitsFile) -> dict[str, dict[str, Any]]:
     return table
 
 
-def limits_diff(old: LimitsFile, new: LimitsFile) -> dict[str, Any]:
-    before, after = limit_fields(old), limit_fields(new)
+def limits_diff(old: LimitsFile | FieldTable, new: LimitsFile | FieldTable) -> dict[str, Any]:
+    """What changed from `old` to `new`: a limits file, or its field table as an approval entry
+    in the audit log keeps it (so the previous version need not be on disk)."""
+    before = limit_fields(old) if isinstance(old, LimitsFile) else old
+    after = limit_fields(new) if isinstance(new, LimitsFile) else new
     changed = {
         name: {k: [before[name][k], v] for k, v in fields.items() if before[name][k] != v}
         for name, fields in after.items()
@@ -97,13 +103,15 @@ def record_override(
 
 
 def record_calibration(
-    log: AuditLog, user: User, instrument: str, **details: Any
+    log: AuditLog, user: User | None, instrument: str, **details: Any
 ) -> dict[str, Any]:
-    """A calibration or path-loss re-measurement done on the station."""
-    require(user, "recalibrate")
+    """A calibration or path-loss re-measurement done on the station: by `user`, or (None) by
+    the station itself in a calibration run, whose operator and run the details name."""
+    if user is not None:
+        require(user, "recalibrate")
     return log.append(
-        actor=user.login,
-        role=user.role,
+        actor=user.login if user is not None else "station",
+        role=user.role if user is not None else SYSTEM_ROLE,
         action="calibration",
         subject=f"instrument:{instrument}",
         details=details,

@@ -1,6 +1,7 @@
 """The production lock of a station, kept in the audit log itself: a station is locked when its
-last lock or unlock entry is a lock. SPC rule violations on golden-unit results lock it; an
-engineer unlocks it with a reason. Both are audit entries, so the log alone tells the story.
+last lock or unlock entry is a lock. SPC rule violations on golden-unit results and a golden-unit
+run outside its limits lock it; an engineer unlocks it with a reason. Both are audit entries, so
+the log alone tells the story (and every admission check reads the same log).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from station.analysis.spc import RULE_TEXT, ImrLimits, western_electric
 from station.errors import InputError, StationError
 from station.results.store import ResultsStore
 from station.security.audit import AuditLog
-from station.security.users import User, require
-
-SYSTEM_ROLE = "system"  # entries the station makes by itself (an SPC lock)
+from station.security.users import SYSTEM_ROLE, User, require
 
 
 class StationLocked(StationError, PermissionError):
@@ -52,7 +51,7 @@ def require_unlocked(log: AuditLog, station_id: str) -> None:
     if state.locked:
         raise StationLocked(
             f"station {station_id} is locked (audit entry {state.seq}: {state.reason});"
-            " an engineer must unlock it"
+            " an engineer must unlock it (`station audit unlock`)"
         )
 
 

@@ -4,12 +4,14 @@ scrypt hash of each secret (per-user salt), and the role -> allowed actions tabl
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -18,11 +20,15 @@ from pathlib import Path
 from station.errors import InputError, StationError
 
 DEFAULT_USERS = "station-users.toml"
+SECRET_ENV = "STATION_SECRET"  # the secret of the user a command authenticates, if set
 ROLES = ("operator", "technician", "engineer")
+SYSTEM_ROLE = "system"  # audit entries the station makes by itself (a lock, a calibration run)
 _OPERATOR = frozenset({"run"})
 _TECHNICIAN = _OPERATOR | {"clean", "reseat", "recalibrate", "zero_power_meters", "lock"}
 _ENGINEER = _TECHNICIAN | {
     "change_limits",
+    "approve_limits",
+    "release_limits",
     "override",
     "calibration_override",
     "unlock",
@@ -164,3 +170,26 @@ def require(user: User, action: str) -> None:
     """Raise PermissionDenied unless `user`'s role may take `action`."""
     if not user.may(action):
         raise PermissionDenied(user.login, user.role, action)
+
+
+def read_secret(prompt: str, *, stdin: bool = False) -> str:
+    """A secret from standard input's next line (`stdin`), else $STATION_SECRET, else a prompt
+    that does not echo."""
+    if stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InputError("stdin", "secret", "", "no line to read the secret from")
+        return line.rstrip("\n")
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env is not None:
+        return from_env
+    return getpass.getpass(prompt)
+
+
+def login(path: Path | str, ident: str, *, stdin: bool = False) -> User:
+    """The user of the users file at `path` whose login or badge is `ident`, authenticated by
+    the secret read_secret gives."""
+    users = load_users(path)
+    if not users:
+        raise InputError(path, "users", str(path), "no users file (or no users in it)")
+    return authenticate(users, ident, read_secret(f"secret of {ident}: ", stdin=stdin))

@@ -257,7 +257,7 @@ def test_station_grr_on_the_simulated_bench_stores_the_study_and_releases_the_li
     done = subprocess.run(
         [sys.executable, "-m", "station.cli", "grr", "--product", "800G-DR8", "--parts", "2",
          "--appraisers", "2", "--repeats", "2", "--sim", "--time-factor", "0.01",
-         "--db", str(db)],
+         "--db", str(db), "--calibration-override", "gauge study of the uncalibrated demo bench"],
         input="\n" * 40,  # the operator confirms every prompt (Enter: "Cleaned")
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
         env={**os.environ, "COLUMNS": "160"},

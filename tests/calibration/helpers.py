@@ -31,13 +31,32 @@ TX_ONLY = Sequence(
 )
 
 
+#: the simulated reference transmitter's monitor output: power meter channel 3, its certificate
+MONITOR_LINES = "monitor_channel = 3\nmonitor_db = 9.6\n"
+
+
 def station_config(
-    tmp_path: Path, station_id: str, tx_jumper: str = "MPO8-TX-0417"
+    tmp_path: Path,
+    station_id: str,
+    tx_jumper: str = "MPO8-TX-0417",
+    *,
+    rx_jumper: str = "MPO8-RX-0418",
+    monitor: bool = True,
 ) -> StationConfig:
-    """The shipped module bench config as station `station_id` with its TX jumper `tx_jumper`."""
+    """The shipped module bench config as station `station_id` with its TX jumper `tx_jumper`
+    and RX jumper `rx_jumper`; its [path_cal] table names the reference transmitter's monitor
+    output (as shipped) unless not `monitor`."""
     text = load_station_config(bench="module").path.read_text(encoding="utf-8")
     text = text.replace('id = "sim-module-bench-1"', f'id = "{station_id}"')
     text = text.replace('serial = "MPO8-TX-0417"', f'serial = "{tx_jumper}"')
+    text = text.replace('serial = "MPO8-RX-0418"', f'serial = "{rx_jumper}"')
+    if monitor and "monitor_channel" not in text:
+        text = text.replace("tap_channel = 2\n", "tap_channel = 2\n" + MONITOR_LINES)
+    if not monitor:
+        lines = text.splitlines(keepends=True)
+        text = "".join(
+            line for line in lines if not line.startswith(("monitor_channel", "monitor_db"))
+        )
     path = tmp_path / f"{station_id}.toml"
     path.write_text(text, encoding="utf-8")
     return load_station_config(path)
@@ -106,4 +125,6 @@ def records_of(config: StationConfig, store: ResultsStore) -> list[PathCalibrati
 def tx_path_cal() -> Sequence:
     """path-cal's TX step alone: a station whose reference transmitter has no certificate in
     sequences/references/sources.toml can still calibrate its TX paths."""
-    return dataclasses.replace(PATH_CAL, steps=PATH_CAL.steps[:1])
+    return dataclasses.replace(
+        PATH_CAL, steps=tuple(s for s in PATH_CAL.steps if s.name == "tx_paths")
+    )

@@ -35,7 +35,7 @@ def _refused(code: int, capsys: pytest.CaptureFixture[str], reason: str) -> None
 def test_path_cal_publishes_every_site_s_records_with_their_run(path_calibrated_db: Path) -> None:
     records = load_path_calibrations(database_url(path_calibrated_db), "sim-module-bench-1")
     assert {r.site for r in records} == {1, 2, 3}
-    assert len(records) == 3 * (3 * 8 + 9)
+    assert len(records) == 3 * (3 * 8 + 9 + 1)  # + the meter's wavelength correction
     with ResultsStore(path_calibrated_db) as store:
         runs = store.runs()
     assert set(runs["sequence"]) == {"path-cal"} and set(runs["outcome"]) == {"PASS"}
@@ -52,7 +52,8 @@ def test_no_calibration_refuses_production_before_anything_is_written(
     _refused(
         main([*PLUGGABLE, "--db", str(db)]),
         capsys,
-        r"^error: sim-module-bench.toml: path tx_to_power_meter lane 1: not calibrated \(and 23 ",
+        # 16 TX lanes, 8 RX lanes and the attenuator's linearity
+        r"^error: sim-module-bench.toml: path tx_to_power_meter lane 1: not calibrated \(and 24 ",
     )
     assert not db.exists()
 
@@ -81,7 +82,8 @@ def test_expired_refuses_production_and_characterisation_proceeds_with_the_overr
     _refused(
         main([*PLUGGABLE, "--db", str(calibrated_db)]),
         capsys,
-        r"path tx_to_power_meter lane 1: calibration \d+ expired 2026-01-01 00:00 UTC \(and 23",
+        # 16 TX lanes, 8 RX lanes and the attenuator's linearity, all expired
+        r"path tx_to_power_meter lane 1: calibration \d+ expired 2026-01-01 00:00 UTC \(and 24",
     )
 
     characterise = [*PLUGGABLE, "--mode", "characterisation", "--time-factor", "0.005"]
@@ -93,7 +95,7 @@ def test_expired_refuses_production_and_characterisation_proceeds_with_the_overr
         power = store.measurements(run_id=run["run_id"], measurement="tx_average_power")
     assert re.match(
         r"ENG-42 jumper study \[path calibration overridden: path tx_to_power_meter lane 1: "
-        r"calibration \d+ expired 2026-01-01 00:00 UTC \(and 23 more\)\]$",
+        r"calibration \d+ expired 2026-01-01 00:00 UTC \(and 24 more\)\]$",
         run["calibration_override"],
     )
     assert len(power) == 8 and power["raw_value"].lt(power["value"]).all()

@@ -1,6 +1,6 @@
 """Golden-unit offsets and station locks: a passing golden run becomes a new offsets version that
-later runs apply (value less offset, raw value and correction kept); a golden run outside its
-limits locks the station until an engineer unlocks it; both are recorded in the results store."""
+later runs apply (value less offset, raw value and correction kept), in the results store; a
+golden run outside its limits locks the station in the audit log until an engineer unlocks it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from station.calibration.locks import (
-    LimitsOverrideRecorder,
-    StationLocked,
-    active_locks,
-    check_unlocked,
-    limits_override,
-    unlock_station,
-)
 from station.calibration.offsets import GoldenOffsetsWriter, load_offsets, offsets_history
 from station.config import PathLossDb
 from station.engine import StepContext
@@ -25,6 +17,10 @@ from station.events import EventBus
 from station.limits import LimitsFile, load_limits
 from station.outcome import Outcome
 from station.results.store import ResultsStore
+from station.security.audit import DEFAULT_AUDIT, AuditLog, verify_log
+from station.security.lock import StationLocked, lock_state, require_unlocked, unlock
+from station.security.overrides import LimitsOverrideRecorder, limits_override
+from station.security.users import PermissionDenied, add_user
 from station.sequence import Step, step
 from tests.station.helpers import LIMITS, FakeSource, limits_file, make_engine, measure_power
 
@@ -118,27 +114,32 @@ def test_a_golden_run_outside_its_limits_locks_the_station_until_an_engineer_unl
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "results.sqlite"
+    log = AuditLog(tmp_path / DEFAULT_AUDIT)  # where the writer finds it: beside the database
     with ResultsStore(db) as store:
         golden_run(tmp_path, store, [0.05, 0.05])
         writer = golden_run(tmp_path, store, [0.05, -0.40])
         assert writer.versions == [] and len(writer.locked) == 1
         assert "drift lane 2 = -0.400 dB" in writer.locked[0][2]
+        run_id = store.runs()["run_id"].iloc[-1]
+    (entry,) = log.entries()
+    assert (entry["action"], entry["actor"], entry["role"]) == ("lock", "golden", "system")
+    assert entry["subject"] == "station:st-1" and entry["details"]["run_id"] == run_id
+    assert entry["details"]["out_of_bounds"] == [
+        {"measurement": "drift", "lane": 2, "value": -0.40, "low": -0.25, "high": 0.25}
+    ]
     with pytest.raises(StationLocked, match=r"station st-1 is locked .*drift lane 2.*unlock"):
-        check_unlocked(db, "st-1")
+        require_unlocked(log, "st-1")
     assert load_offsets(db, "st-1") == {1: {("power", 1): 0.05, ("power", 2): 0.05}}  # kept
-    with ResultsStore(db) as store:
-        with pytest.raises(StationError, match="name and a reason"):
-            unlock_station(store.engine, "st-1", "ada", " ")
-        lifted = unlock_station(store.engine, "st-1", "ada", "cleaned the MPO jumper")
-        assert len(lifted) == 1 and active_locks(store.engine, "st-1") == []
-        with store.engine.connect() as conn:
-            row = conn.exec_driver_sql(
-                "SELECT unlocked_by, unlock_reason, unlocked_at FROM station_locks"
-            ).one()
-    assert row[:2] == ("ada", "cleaned the MPO jumper") and row[2] is not None
-    check_unlocked(db, "st-1")  # runs may go again
-    check_unlocked(tmp_path / "other.sqlite", "st-1")  # a database that is not there: no lock
-    assert not (tmp_path / "other.sqlite").exists()
+    operator = add_user(tmp_path / "users.toml", "olga", "operator", "op-secret")
+    engineer = add_user(tmp_path / "users.toml", "ada", "engineer", "eng-secret")
+    with pytest.raises(PermissionDenied, match=r"olga \(operator\) may not unlock"):
+        unlock(log, "st-1", operator, "cleaned the MPO jumper")
+    with pytest.raises(StationError, match="an unlock needs a reason"):
+        unlock(log, "st-1", engineer, " ")
+    lifted = unlock(log, "st-1", engineer, "cleaned the MPO jumper")
+    assert lifted["details"] == {"reason": "cleaned the MPO jumper", "lock_seq": entry["seq"]}
+    require_unlocked(log, "st-1")  # runs may go again
+    assert not lock_state(log, "st-1").locked and verify_log(log.path).count == 2
 
 
 def test_a_golden_run_that_could_not_check_the_station_changes_nothing(tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_a_golden_run_that_could_not_check_the_station_changes_nothing(tmp_path:
         writer = golden_run(tmp_path, store, [float("nan"), 0.0])  # ERROR: no figure
         assert (writer.versions, writer.locked) == ([], [])
     assert load_offsets(db, "st-1") == {}
-    check_unlocked(db, "st-1")
+    assert not (tmp_path / DEFAULT_AUDIT).exists()  # nothing to lock, no entry
 
 
 def test_an_override_of_unapproved_limits_is_recorded_with_the_run(

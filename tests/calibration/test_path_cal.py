@@ -5,6 +5,8 @@ bench's jumpers (their own losses, slow drift, a swap) as the station sees them.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +15,9 @@ import pytest
 
 from sim_instruments.__main__ import _control
 from sim_instruments.bench import SimBench
+from sim_instruments.keysight_n7744c import CorrectionTableError, SimN7744C
 from sim_instruments.reference_fixture import CERTIFIED_LOOPBACK_DB, CERTIFIED_TAP_DB
-from station.calibration.paths import ATTENUATOR_PATH
+from station.calibration.paths import ATTENUATOR_PATH, METER_WAVELENGTH_PATH
 from station.config import StationConfig
 from station.outcome import Outcome
 from station.results.store import ResultsStore
@@ -38,7 +41,8 @@ def sim() -> Iterator[SimBench]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> StationConfig:
-    return station_config(tmp_path, "sim-module-bench-1")  # its reference TX is certified
+    # its reference TX is certified; its monitor output is wired to power meter channel 3
+    return station_config(tmp_path, "sim-module-bench-1", monitor=True)
 
 
 def test_path_cal_measures_every_path_as_the_world_has_it_and_publishes_it(
@@ -50,12 +54,19 @@ def test_path_cal_measures_every_path_as_the_world_has_it_and_publishes_it(
     world = sim.world
     assert world.switch is not None and world.rx is not None
     records = {(r.path, r.path_index, r.attenuation_db): r for r in records_of(config, store)}
-    assert len(records) == 8 * 3 + 9  # two TX paths and the RX path per lane; 9 settings
+    # two TX paths and the RX path per lane; 9 settings; the meter's wavelength correction
+    assert len(records) == 8 * 3 + 9 + 1
+    # the meter's own wavelength-correction error at 1311 nm: its TX records take it out
+    power_meter = sim.devices["power_meter"]
+    assert isinstance(power_meter, SimN7744C)
+    reads_high_db = power_meter.table_error.error_db(1311.0)
+    correction = records[(METER_WAVELENGTH_PATH, 2, None)]
+    assert correction.loss_db == pytest.approx(-reads_high_db, abs=2 * correction.uncertainty_db)
     for lane in range(8):
         through = world.tx_jumper_db(lane) + world.switch.port_loss_db[lane]
         meter = records[("tx_to_power_meter", lane, None)]
         assert meter.loss_db == pytest.approx(
-            through + world.tx_splitter_loss_db["power_meter:1"], abs=TRUTH_DB
+            through + world.tx_splitter_loss_db["power_meter:1"] - reads_high_db, abs=TRUTH_DB
         )
         rx = records[("ref_tx_to_module_rx", lane, None)]
         assert rx.loss_db == pytest.approx(world.rx.fixed_loss_db(lane + 1), abs=TRUTH_DB)
@@ -72,13 +83,64 @@ def test_path_cal_measures_every_path_as_the_world_has_it_and_publishes_it(
         assert meter.jumper_serial == "MPO8-TX-0417" and rx.jumper_serial == "MPO8-RX-0418"
         assert "fixture=REF-LB8-0001" in meter.reference_instruments
         assert "power_meter=MY54330045" in meter.reference_instruments
-    # the attenuator: what it really does against the setting (set for 1311 nm), from 0 dB
+    # the attenuator: what it really does against the setting, from 0 dB, told the reference
+    # transmitter's certified wavelength (as the receiver tests tell it)
     attenuator, light_nm = world.rx.attenuator, world.rx.ref_tx.wavelength_nm
     for setting in range(0, 45, 5):
         record = records[(ATTENUATOR_PATH, 0, float(setting))]
-        truth = setting * (1.0 + attenuator.wdl_per_nm * (light_nm - 1311.0))
+        assert record.wavelength_nm == 1310.69
+        truth = setting * (1.0 + attenuator.wdl_per_nm * (light_nm - 1310.69))
         truth += attenuator.linearity_db * np.sin(np.pi * setting / 20.0)
         assert record.loss_db == pytest.approx(truth, abs=0.02)
+    store.close()
+
+
+METER_ERROR_DB = 0.2  # a power meter whose wavelength correction reads 0.2 dB high in the O-band
+
+
+@pytest.mark.parametrize("monitor", [True, False], ids=["monitor", "no-monitor"])
+def test_the_meters_wavelength_correction_is_recorded_and_every_path_record_applies_it(
+    sim: SimBench, tmp_path: Path, monitor: bool
+) -> None:
+    meter = sim.devices["power_meter"]
+    assert isinstance(meter, SimN7744C)
+    meter.table_error = CorrectionTableError(METER_ERROR_DB, 1e9, math.pi / 2)  # flat
+    config = station_config(tmp_path, "sim-module-bench-1", monitor=monitor)
+    store = ResultsStore(tmp_path / "results.sqlite")
+    result = path_cal(sim, config, store)
+    assert result.outcome == Outcome.PASS, result.error
+    records = {(r.path, r.path_index): r for r in records_of(config, store)}
+    # the correction a reading needs: minus the meter's error, once it has been measured
+    applied = -METER_ERROR_DB if monitor else 0.0
+    found = {m.name: m.value for m in result.measurements}
+    if monitor:
+        correction = records[(METER_WAVELENGTH_PATH, 2)]  # measured on channel 3
+        assert correction.loss_db == pytest.approx(-METER_ERROR_DB, abs=0.03)
+        assert found["power_meter_wavelength_correction"] == pytest.approx(
+            correction.loss_db, abs=1e-5
+        )
+        assert correction.wavelength_nm == 1311.0 and 0.02 <= correction.uncertainty_db < 0.04
+        assert "monitor output (9.6 dB) on power meter channel 3" in correction.method
+    else:  # nothing to measure it against: said so, and nothing recorded
+        assert not any(path == METER_WAVELENGTH_PATH for path, _ in records)
+        assert "power_meter_wavelength_correction" not in found
+    world = sim.world
+    assert world.switch is not None and world.rx is not None
+    for lane in range(8):
+        meter_path = records[("tx_to_power_meter", lane)]
+        through = world.tx_jumper_db(lane) + world.switch.port_loss_db[lane]
+        splitter = world.tx_splitter_loss_db["power_meter:1"]
+        # a reading on channel 1 plus the record is the power at the module's TX leg
+        assert meter_path.loss_db == pytest.approx(through + splitter + applied, abs=TRUTH_DB)
+        # the fixture's tap reads high by the error: the RX record is right only with it
+        rx = records[("ref_tx_to_module_rx", lane)]
+        truth = world.rx.fixed_loss_db(lane + 1)
+        assert rx.loss_db == pytest.approx(truth - METER_ERROR_DB - applied, abs=TRUTH_DB)
+        for record in (rx, meter_path):  # each says what it folded in
+            said = re.search(r"wavelength correction ([-+.\d]+) dB applied", record.method)
+            assert (said is not None) == monitor, record.method
+            if said is not None:
+                assert float(said[1]) == pytest.approx(-METER_ERROR_DB, abs=0.03)
     store.close()
 
 

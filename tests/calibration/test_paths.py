@@ -11,6 +11,8 @@ import pytest
 
 from station.bench import check_path_calibration, resolve_run_paths
 from station.calibration.paths import (
+    ATTENUATOR_PATH,
+    AttenuatorCurve,
     PathCalibration,
     PathCalibrationInvalid,
     load_path_calibrations,
@@ -149,7 +151,7 @@ def test_a_worn_jumper_blocks_its_paths_until_replaced(tmp_path: Path) -> None:
     jumper = config.jumpers["rx_breakout"]
     jumper = dataclasses.replace(jumper, mating_count=jumper.mating_limit + 1)
     worn = dataclasses.replace(config, jumpers={**config.jumpers, "rx_breakout": jumper})
-    records = [_record("ref_tx_to_module_rx", index) for index in range(8)]
+    records = [_record("ref_tx_to_module_rx", index) for index in range(8)] + _linearity()
     fine, _ = check_path_calibration(
         config, "pluggable", RX_ROLES, _with_ids(records), 1311.0, NOW, "production", None
     )
@@ -174,6 +176,47 @@ def test_path_cal_itself_needs_no_calibration_but_its_config_table(tmp_path: Pat
     bare = dataclasses.replace(config, path_cal=None)
     with pytest.raises(InputError, match="path_cal"):
         resolve_run_paths(bare, "path-cal", (), 1311.0, "sqlite:///x", "production", None, NOW)
+
+
+def _linearity(**changes: object) -> list[PathCalibration]:
+    """Attenuator linearity records at 0, 10, 20, 30 and 40 dB: 0.1 dB high at 10 dB."""
+    errors = {0.0: 0.0, 10.0: 0.1, 20.0: 0.0, 30.0: -0.1, 40.0: 0.0}
+    return [
+        _record(ATTENUATOR_PATH, 0, attenuation_db=setting, loss_db=setting + error, **changes)
+        for setting, error in errors.items()
+    ]
+
+
+def test_rx_runs_need_the_attenuators_linearity_and_use_it_between_settings() -> None:
+    rx = _with_ids([_record("ref_tx_to_module_rx", index) for index in range(8)])
+    config = load_station_config(bench="module")
+    with pytest.raises(PathCalibrationInvalid, match="path attenuator: linearity not calibrated;"):
+        check_path_calibration(config, "pluggable", RX_ROLES, rx, 1311.0, NOW, "production", None)
+    linearity = _with_ids(_linearity())
+    records = rx + [dataclasses.replace(r, id=100 + i) for i, r in enumerate(linearity)]
+    view, _ = check_path_calibration(
+        config, "pluggable", RX_ROLES, records, 1311.0, NOW, "production", None
+    )
+    curve = AttenuatorCurve.of(view.for_site(1))
+    assert curve.calibrated and curve.calibration_ids == (100, 101, 102, 103, 104)
+    assert curve.actual_db(10.0) == pytest.approx(10.1)
+    assert curve.actual_db(5.0) == pytest.approx(5.05)  # halfway: half the error
+    assert curve.actual_db(25.0) == pytest.approx(24.95)
+    assert curve.actual_db(55.0) == pytest.approx(55.0)  # beyond 40 dB: the last error
+    assert curve.actual_db(curve.setting_for(12.34)) == pytest.approx(12.34, abs=1e-9)
+    # an uncalibrated station takes the setting as the attenuation
+    assert not AttenuatorCurve.of(config).calibrated
+    assert AttenuatorCurve.of(config).actual_db(7.5) == 7.5
+    # TX-only runs do not use the attenuator; an expired linearity blocks RX runs
+    check_path_calibration(
+        config, "pluggable", TX_ROLES, _with_ids(_all_tx()), 1311.0, NOW, "production", None
+    )
+    old = _linearity(expires_at=NOW - dt.timedelta(hours=2))
+    expired = rx + [dataclasses.replace(r, id=200 + i) for i, r in enumerate(old)]
+    with pytest.raises(PathCalibrationInvalid, match=r"linearity calibration \d+ expired"):
+        check_path_calibration(
+            config, "pluggable", RX_ROLES, expired, 1311.0, NOW, "production", None
+        )
 
 
 def _with_ids(records: list[PathCalibration]) -> list[PathCalibration]:

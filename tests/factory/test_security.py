@@ -72,8 +72,10 @@ def test_roles_allow_what_they_should(users: Path) -> None:
     require(tom, "recalibrate")
     with pytest.raises(PermissionDenied, match="may not change_limits"):
         require(tom, "change_limits")
-    for action in ("change_limits", "override", "unlock", "run", "clean"):
+    for action in ("change_limits", "approve_limits", "release_limits", "override", "unlock"):
         require(eve, action)
+    with pytest.raises(PermissionDenied, match=r"tom \(technician\) may not approve_limits"):
+        require(tom, "approve_limits")
 
 
 @pytest.mark.parametrize(
@@ -240,16 +242,16 @@ def test_an_engineer_unlocks_from_the_command_line(
     log = tmp_path / "audit.jsonl"
     lock(AuditLog(log), "ST1", "SPC tx_power: rule1", actor="spc", role="system")
     files = ["--users", str(users), "--log", str(log)]
-    assert main(["audit", "status", "--station", "ST1", "--log", str(log)]) == 0
+    assert main(["audit", "status", "--station-id", "ST1", "--log", str(log)]) == 0
     assert capsys.readouterr().out == "ST1 locked (audit entry 1): SPC tx_power: rule1\n"
-    unlock_as = ["audit", "unlock", "--station", "ST1", "--secret-stdin", *files]
+    unlock_as = ["audit", "unlock", "--station-id", "ST1", "--secret-stdin", *files]
     monkeypatch.setattr(sys, "stdin", io.StringIO("tech-secret\n"))
     assert main([*unlock_as, "--user", "tom", "--reason", "cleaned"]) == 2
     assert capsys.readouterr().err.strip() == "error: tom (technician) may not unlock"
     monkeypatch.setattr(sys, "stdin", io.StringIO("eng-secret\n"))
     assert main([*unlock_as, "--user", "B300", "--reason", "jumper J3 replaced"]) == 0
     assert capsys.readouterr().out == "ST1 unlocked by eve (audit entry 2)\n"
-    assert main(["audit", "status", "--station", "ST1", "--log", str(log)]) == 0
+    assert main(["audit", "status", "--station-id", "ST1", "--log", str(log)]) == 0
     assert capsys.readouterr().out == "ST1 unlocked\n"
     assert [e["actor"] for e in AuditLog(log).entries()] == ["spc", "eve"]
 

@@ -16,7 +16,7 @@ from station.mes.http import HttpMes
 from station.mes.outbox import DELIVERED, Backoff, Outbox
 from station.mes.retest import load_retest_policy
 from station.mes.shopfloor import ShopFloor, store_history
-from station.mes.traveller import Traveller, traveller_attributes
+from station.mes.traveller import Traveller
 from station.outcome import Outcome
 from station.results.store import ResultsStore
 from station.security.audit import AuditLog
@@ -56,11 +56,10 @@ class Line:
             RunStarted(
                 run_id=run_id, sequence="pluggable", product=PRODUCT, dut_serial=serial, site=1,
                 station_id="ST1", operator="olga", software_version="0", limits_path="l.toml",
-                limits_sha256="0" * 64, mode="production", instruments=(), lot_id="LOT-A",
+                limits_sha256="0" * 64, mode="production", instruments=(),
+                **Traveller("LOT-A", OP, "WO-1").run_fields(),
             )
         )  # fmt: skip
-        for event in traveller_attributes(run_id, Traveller("LOT-A", OP)):
-            self.store(event)
         self.store(RunEnded(run_id, Outcome(outcome), None))
         self.store.flush()
         return run_id

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from station.events import AttributeRecorded, RunEnded, RunStarted
-from station.mes.traveller import Traveller, traveller_attributes
+from station.events import RunEnded, RunStarted
+from station.mes.traveller import Traveller
 from station.outcome import Outcome
 from station.results.queries import FilterError, retest_yields
 from station.results.store import ResultsStore
@@ -36,12 +36,11 @@ def _run(store: ResultsStore, n: int, serial: str, station: str, outcome: str | 
         RunStarted(
             run_id=run_id, sequence="pluggable", product="800G-DR8", dut_serial=serial, site=1,
             station_id=station, operator="op", software_version="0", limits_path="l.toml",
-            limits_sha256="0" * 64, mode="production", instruments=(), lot_id=lot,
+            limits_sha256="0" * 64, mode="production", instruments=(),
             at_ns=T0 + n * 1_000_000_000,
+            **Traveller(lot, "final_test", "WO-7", {"pcb": "P1"}).run_fields(),
         )
     )  # fmt: skip
-    for event in traveller_attributes(run_id, Traveller(lot, "final_test", "WO-7", {"pcb": "P1"})):
-        store(event)
     if outcome is not None:
         store(RunEnded(run_id, Outcome(outcome), None, at_ns=T0 + n * 1_000_000_000 + 1))
 
@@ -97,8 +96,10 @@ def test_unknown_grouping_is_refused(store: ResultsStore) -> None:
 
 
 def test_the_traveller_is_recorded_on_the_run(store: ResultsStore) -> None:
-    attributes = store.attributes("run-L1-0")
-    facts = dict(zip(attributes["name"], attributes["value"], strict=True))
-    assert facts == {"route_operation": "final_test", "work_order": "WO-7", "genealogy.pcb": "P1"}
-    assert set(attributes["step"]) == {"traveller"}
-    assert isinstance(traveller_attributes("r", Traveller("L", "op"))[0], AttributeRecorded)
+    run = store.runs(run_id="run-L1-0").iloc[0]
+    assert (run["lot_id"], run["work_order"], run["route_operation"]) == (
+        "L1", "WO-7", "final_test",
+    )  # fmt: skip
+    parts = store.unit_parts("U1")
+    assert set(zip(parts["part_role"], parts["part_id"], strict=True)) == {("pcb", "P1")}
+    assert store.attributes("run-L1-0").empty  # the traveller is no longer kept as attributes

@@ -24,6 +24,7 @@ from sim_instruments.els import (
     make_els,
     operating_point,
 )
+from sim_instruments.keysight_n7744c import SimN7744C
 from station.bench import open_bench
 from station.config import load_station_config
 
@@ -199,6 +200,10 @@ def test_meter_and_osa_see_the_selected_laser_through_the_switch(station: Statio
         truth = operating_point(laser, 0.15, station.ldc.tec_temperature_c())
         read_dbm = 10 * np.log10(station.meter.read_power_w(1) / 1e-3)
         expected_dbm = 10 * np.log10(float(truth.power_w) / 1e-3) - station_loss(station, k)
+        # the meter reads with its own correction-table error at the wavelength it was told
+        twin = station.bench.devices["power_meter"]
+        assert isinstance(twin, SimN7744C)
+        expected_dbm += twin.table_error.error_db(twin.wavelength_m[0] * 1e9)
         assert read_dbm == pytest.approx(expected_dbm, abs=0.05)
 
         # the OSA on the tap's other leg sees the same laser: its wavelength and side modes

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from station.calibration.locks import limits_override
 from station.cli import main
 from station.errors import InputError
 from station.limits import limits_path, load_limits, shipped_products
 from station.outcome import Outcome
 from station.results.store import ResultsStore
+from station.security.audit import DEFAULT_AUDIT, AuditLog
+from station.security.overrides import limits_override
+from station.security.users import DEFAULT_USERS, add_user
 
 PRODUCT = """
 [product]
@@ -264,19 +267,29 @@ def test_a_production_run_on_unapproved_limits_is_one_line_exit_2_before_anythin
 def test_a_characterisation_run_on_unapproved_limits_proceeds_with_its_override_recorded(
     tmp_path: Path,
 ) -> None:
-    """The whole pluggable sequence on the simulated bench, in its own process (about 30 s)."""
+    """The whole pluggable sequence on the simulated bench, in its own process (about 30 s);
+    the engineer granting the override authenticates, and the audit log records it too."""
     db = tmp_path / "results.sqlite"
+    add_user(tmp_path / DEFAULT_USERS, "eve", "engineer", "eng-secret")
     done = subprocess.run(
         [sys.executable, "-m", "station.cli", "run", "pluggable", "--product", "800G-DR8",
          "--serial", "SIM0001", "--sim", "--time-factor", "0.02", "--db", str(db),
          "--limits", str(unapproved_copy(tmp_path)), "--mode", "characterisation",
-         "--limits-override", "ER study on the draft",
+         "--limits-override", "ER study on the draft", "--user", "eve",
          "--calibration-override", "bootstrap path losses"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "STATION_SECRET": "eng-secret"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     with ResultsStore(db) as store:
         run_id = store.runs().iloc[0]["run_id"]
         record = limits_override(store.engine, run_id)
     assert record is not None and record["reason"] == "ER study on the draft"
-    assert "not approved" in str(record["unapproved_reason"])
+    unapproved = str(record["unapproved_reason"])
+    assert "not approved" in unapproved and "no engineer's approval" in unapproved
+    assert "no gauge R&R release" in unapproved
+    (entry,) = AuditLog(tmp_path / DEFAULT_AUDIT).entries()
+    assert (entry["actor"], entry["action"], entry["details"]["reason"]) == (
+        "eve", "override", "ER study on the draft",
+    )  # fmt: skip
+    assert entry["details"]["unapproved"] == unapproved
