@@ -17,7 +17,6 @@ from pathlib import Path
 from station.events import LimitRecord, MeasurementRecorded, RunStarted, StepEnded, StepStarted
 from station.outcome import Outcome
 from station.results import ResultsStore
-from station.results.store import _measurement_row
 
 MEASUREMENTS = 200_000
 BATCH = 10_000  # measurements per step: one executemany per step
@@ -27,6 +26,12 @@ _INSERT = (
     "raw_value, correction_db, die_x, die_y, recorded_at_ns) VALUES "
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _raw_row(m: MeasurementRecorded) -> tuple[object, ...]:
+    """The row of `_INSERT` for one event, in plain types (the baseline binds no adapters)."""
+    return (m.run_id, m.step, m.name, m.lane, m.attempt, m.value, m.outcome.value,
+            int(m.marginal), m.raw_value, m.correction_db, m.die_x, m.die_y, m.at_ns)  # fmt: skip
 
 
 def _events(run_id: str, count: int) -> list[MeasurementRecorded]:
@@ -87,7 +92,7 @@ def ingest_raw(folder: Path, events: list[MeasurementRecorded], tag: str) -> flo
     one commit per batch (the rows are built before the clock starts)."""
     path = folder / f"raw-{tag}.sqlite"
     ResultsStore(path).close()  # the same tables and indexes
-    rows = [_measurement_row(event) for event in events]
+    rows = [_raw_row(event) for event in events]
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
