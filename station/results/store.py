@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import operator
 import queue
 import re
@@ -112,6 +113,63 @@ def _measurement_insert(
     )
 
 
+#: columns that are often the same in every row of a step's batch: bound once when they are
+_SHARED_CANDIDATES = ("name", "lane", "outcome", "marginal", "attempt", "step", "run_id")
+_SHARED_GETTERS = {column: operator.attrgetter(_field(column)) for column in _SHARED_CANDIDATES}
+#: below this many rows a batch goes row by row: a JSON statement saves nothing on a few rows
+JSON_BATCH_MIN = 64
+#: SQLite unpacks a JSON field in ~0.3 us against ~1.9 us to bind a whole 8-column row, so the
+#: JSON array pays only while few columns vary from row to row (benchmarks/store_bench.py)
+JSON_MAX_VARYING = 3
+_JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)  # the ->> operator
+
+
+@functools.cache
+def _measurement_insert_json(
+    shared: tuple[str, ...], varying: tuple[str, ...]
+) -> tuple[str, Callable[[MeasurementRecorded], tuple[Any, ...]]]:
+    """(INSERT, row getter) for a batch sent as one JSON array of its `varying` columns, with
+    the `shared` columns bound once as parameters. SQLite unpacks the array itself, so the rows
+    cost no per-row binding in Python; the statement text depends only on the column names."""
+    unpack = [f"j.value->>{i}" for i in range(len(varying))]
+    return (
+        f"INSERT INTO measurements ({', '.join(shared + varying)}) "
+        f"SELECT {', '.join(['?'] * len(shared) + unpack)} FROM json_each(?) j",
+        operator.attrgetter(*(_field(c) for c in varying)),
+    )
+
+
+def _json_batch(
+    recorded: list[MeasurementRecorded], present: tuple[str, ...]
+) -> tuple[str, tuple[Any, ...]] | None:
+    """(statement, parameters) inserting the numeric rows `recorded` as one JSON array, or None
+    when row-by-row binding is cheaper (many columns vary) or a value cannot travel as JSON
+    (NaN, infinity, a type JSON does not know)."""
+    columns = [c for c in _NUMERIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in present]
+    varying = [c for c in columns if c not in _SHARED_GETTERS]  # value, timestamp, ...
+    shared, shared_values = [], []
+    first = recorded[0]
+    for column, getter in _SHARED_GETTERS.items():  # the likeliest to vary first
+        if column not in columns:
+            continue
+        if len(varying) > JSON_MAX_VARYING:
+            return None
+        if len(set(map(getter, recorded))) == 1:  # one pass in C
+            value = getter(first)
+            shared.append(column)
+            shared_values.append(value.value if isinstance(value, Outcome) else value)
+        else:
+            varying.append(column)
+    if len(varying) > JSON_MAX_VARYING:
+        return None
+    statement, row = _measurement_insert_json(tuple(shared), tuple(varying))
+    try:
+        payload = json.dumps(list(map(row, recorded)), allow_nan=False)
+    except (ValueError, TypeError):
+        return None
+    return statement, (*shared_values, payload)
+
+
 def _present_columns(recorded: list[MeasurementRecorded]) -> tuple[str, ...]:
     """The optional columns some event of the batch fills (each a pass in C, ~30 ns a row,
     against ~100 ns a row for binding a NULL)."""
@@ -199,6 +257,8 @@ class ResultsStore:
 
             self._upsert = postgresql.insert
         self._pending: dict[str, list[MeasurementRecorded]] = {}
+        # SQLite unpacks a large batch from one JSON array (PostgreSQL: row by row, batched)
+        self._json_batches = self.engine.dialect.name == "sqlite" and _JSON_INSERT
         self._pending_attributes: dict[str, list[dict[str, Any]]] = {}
         self._pending_artefacts: dict[str, list[dict[str, Any]]] = {}
         self._step_started: dict[tuple[str, int], int] = {}
@@ -364,26 +424,12 @@ class ResultsStore:
         attrs = self._pending_attributes.pop(run_id, None)
         blobs = self._pending_artefacts.pop(run_id, None)
         marker = self._marker
+        json_batches = self._json_batches
 
         def write(conn: sa.Connection) -> None:
             first_id = _last_measurement_id(conn) if blobs and recorded else None
             if recorded:
-                insert_numeric, insert_text, row = _measurement_insert(
-                    marker, _present_columns(recorded)
-                )
-                text = [m for m in recorded if isinstance(m.value, str)]
-                numeric = (
-                    map(row, recorded)
-                    if not text
-                    else map(row, (m for m in recorded if not isinstance(m.value, str)))
-                )
-                cursor = conn.connection.cursor()  # straight to the driver: no per-row overhead
-                try:
-                    cursor.executemany(insert_numeric, numeric)  # type: ignore[arg-type]
-                    if text:
-                        cursor.executemany(insert_text, map(row, text))  # type: ignore[arg-type]
-                finally:
-                    cursor.close()
+                _insert_measurements(conn, recorded, marker, json_batches)
             if attrs:
                 conn.execute(attributes.insert(), attrs)
             if blobs:
@@ -729,6 +775,31 @@ def _units_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
         frame[column] = frame[column].astype("Int64")
     frame["completed_at"] = pd.to_datetime(frame.pop("completed_at_ns"), unit="ns", utc=True)
     return frame.drop(columns="run_id")
+
+
+def _insert_measurements(
+    conn: sa.Connection, recorded: list[MeasurementRecorded], marker: str, json_batches: bool
+) -> None:
+    """Insert the rows straight through the driver (no per-row SQLAlchemy work): numeric values
+    into `value`, text values into `text_value`; a large numeric batch as one JSON statement
+    where `json_batches`."""
+    present = _present_columns(recorded)
+    insert_numeric, insert_text, row = _measurement_insert(marker, present)
+    text = [m for m in recorded if isinstance(m.value, str)]
+    numeric = recorded if not text else [m for m in recorded if not isinstance(m.value, str)]
+    batch = None
+    if json_batches and len(numeric) >= JSON_BATCH_MIN:
+        batch = _json_batch(numeric, present)
+    cursor = conn.connection.cursor()
+    try:
+        if batch is not None:
+            cursor.execute(*batch)
+        elif numeric:
+            cursor.executemany(insert_numeric, map(row, numeric))  # type: ignore[arg-type]
+        if text:
+            cursor.executemany(insert_text, map(row, text))  # type: ignore[arg-type]
+    finally:
+        cursor.close()
 
 
 def _last_measurement_id(conn: sa.Connection) -> int:
