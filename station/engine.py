@@ -252,27 +252,28 @@ class StepContext:
             )
         outcome, marginal = limit.judge(value, self.dut_serial)
         self.outcomes.append(outcome)
-        engine.bus.emit(
-            MeasurementRecorded(
-                self.run_id,
-                self.step.name,
-                name,
-                value,
-                unit,
-                lane,
-                outcome,
-                marginal,
-                limit.low,
-                limit.high,
-                expected,
-                self.attempt,
-                raw_value,
-                correction_db,
-                *(die or self.die or (None, None)),
-                # a loss from `path_loss_db` names the calibration record it came from
-                calibration_id=getattr(correction_db, "calibration_id", None),  # type: ignore[misc]
-            )
+        event = MeasurementRecorded(
+            self.run_id,
+            self.step.name,
+            name,
+            value,
+            unit,
+            lane,
+            outcome,
+            marginal,
+            limit.low,
+            limit.high,
+            expected,
+            self.attempt,
+            raw_value,
+            correction_db,
+            *(die or self.die or (None, None)),  # type: ignore[arg-type]
+            time.time_ns(),
+            # a loss from `path_loss_db` names the calibration record it came from
+            getattr(correction_db, "calibration_id", None),
         )
+        engine.bus.emit(event)
+        engine._measured.append(event)
         return outcome
 
     def _offset(
@@ -401,18 +402,6 @@ class RunResult:
     duration_s: float
 
 
-class _Collector:
-    """This run's measurements, off a bus other sites' runs may share."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.measurements: list[MeasurementRecorded] = []
-
-    def __call__(self, event: object) -> None:
-        if type(event) is MeasurementRecorded and event.run_id == self.run_id:  # type: ignore[attr-defined]
-            self.measurements.append(event)  # type: ignore[arg-type]
-
-
 class RunEngine:
     """Runs one sequence on one DUT with the instruments it is handed (already opened)."""
 
@@ -451,6 +440,7 @@ class RunEngine:
         self.arbiter = arbiter or Arbiter()
         self.parameters = parameters or RunParameters()
         self._abort = threading.Event()
+        self._measured: list[MeasurementRecorded] = []
         self._expected: dict[str, str | None] = {}
         self._completed_units: frozenset[str] = frozenset()
 
@@ -493,8 +483,7 @@ class RunEngine:
         self._completed_units = frozenset(completed_units or ())
         run_id = run_id or uuid.uuid4().hex[:16]
         self._expected.clear()
-        collector = _Collector(run_id)
-        self.bus.subscribe(collector)
+        self._measured = []  # this run's measurements, in order (RunResult)
         started = time.monotonic()
         self.bus.emit(
             RunStarted(
@@ -566,10 +555,7 @@ class RunEngine:
                 error = error or "; ".join(safe_errors)
         outcome = worst(outcomes)
         self.bus.emit(RunEnded(run_id, outcome, error))
-        self.bus.unsubscribe(collector)
-        return RunResult(
-            run_id, outcome, error, tuple(collector.measurements), time.monotonic() - started
-        )
+        return RunResult(run_id, outcome, error, tuple(self._measured), time.monotonic() - started)
 
     def _run_step(
         self, run_id: str, dut_serial: str, index: int, step: Step
