@@ -44,11 +44,9 @@ class InstrumentReplyError(InstrumentError, ValueError):
     def __init__(
         self, command: str, reply: str | bytes, expected: str, *, resource: str = ""
     ) -> None:
-        shown = (
-            reply
-            if len(reply) <= 80
-            else reply[:77] + (b"..." if isinstance(reply, bytes) else "...")
-        )
+        shown: str | bytes = reply
+        if len(reply) > 80:
+            shown = reply[:77] + b"..." if isinstance(reply, bytes) else reply[:77] + "..."
         super().__init__(f"{command!r} -> {shown!r} is not {expected}", resource=resource)
         self.command = command
         self.reply = reply

@@ -96,7 +96,8 @@ class VisaTransport:
         session.timeout = self.timeout_s * 1000.0
         session.read_termination = self._termination.decode()
         session.write_termination = ""
-        low_level = session.visalib.sessions.get(session.session)  # pyvisa-py session object
+        sessions = getattr(session.visalib, "sessions", {})  # pyvisa-py keeps its session objects
+        low_level = sessions.get(session.session)
         if low_level is not None and hasattr(low_level, "max_recv_size"):
             low_level.max_recv_size = max(low_level.max_recv_size, self.large_receive_bytes)
         sock = getattr(low_level, "interface", None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from sim_instruments.scpi import Reply, ScpiDevice
+from sim_instruments.scpi import ScpiDevice
 from sim_instruments.wafer_station import WaferStation
 from sim_instruments.world import World
 
@@ -81,7 +81,7 @@ class SimVelox(ScpiDevice):
             self.stuck_moves = moves
 
     # --- dispatch --------------------------------------------------------------------------------
-    def handle(self, message: str) -> list[Reply]:
+    def handle(self, message: str) -> list[str | bytes]:
         words = message.split()
         if not words:
             return []

@@ -134,7 +134,7 @@ class SimLdc3724c(ScpiDevice):
         target_ma = min(self.setpoint_ma, self.limit_ma) if self.fixture.output_on else 0.0
         self.fixture.drive(target_ma * 1e-3)
 
-    def handle(self, message: str) -> list[Reply]:
+    def handle(self, message: str) -> list[str | bytes]:
         with self.world.lock:
             self._check_open_circuit()
             replies = super().handle(message)

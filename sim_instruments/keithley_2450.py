@@ -25,7 +25,9 @@ CURRENT_MAX_A = 1.05
 BUFFER = "DEFBUFFER1"
 
 
-def _bisect(load: ElectricalLoad, target_a: np.ndarray, low: float, high: float) -> np.ndarray:
+def _bisect(
+    load: ElectricalLoad, target_a: np.ndarray | float, low: float, high: float
+) -> np.ndarray:
     """Voltages in [low, high] where the (increasing) load current equals `target_a`."""
     lo = np.full(np.shape(target_a), low, dtype=float)
     hi = np.full(np.shape(target_a), high, dtype=float)
@@ -90,7 +92,10 @@ class SimK2450(ScpiDevice):
                 current = np.where(tripped, clamped, current)
             return level, current, tripped
         limit = self.voltage_limit_v
-        reachable_low, reachable_high = load.current_a(-limit), load.current_a(limit)
+        reachable_low, reachable_high = (
+            load.current_a(np.array(-limit)),
+            load.current_a(np.array(limit)),
+        )
         voltage = _bisect(load, level, -limit, limit)
         tripped = (level > reachable_high) | (level < reachable_low)
         current = np.where(tripped, load.current_a(voltage), level)

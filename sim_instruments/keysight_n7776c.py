@@ -15,7 +15,6 @@ import numpy as np
 
 from sim_instruments.light import Emission
 from sim_instruments.scpi import (
-    Reply,
     ScpiDevice,
     ScpiError,
     block,
@@ -79,7 +78,7 @@ class SimN7776C(ScpiDevice):
         with self.lock:
             self.settle_failure = failing
 
-    def handle(self, message: str) -> list[Reply]:
+    def handle(self, message: str) -> list[str | bytes]:
         if self.settle_failure and "*OPC" in message.upper():
             return []  # the operation never completes, so the query never answers
         return super().handle(message)

@@ -99,7 +99,7 @@ class ScpiDevice:
             self.errors.append((code, message))
 
     # --- dispatch ------------------------------------------------------------------------------
-    def handle(self, message: str) -> list[Reply]:
+    def handle(self, message: str) -> list[str | bytes]:
         """Execute one program message (commands separated by ';'); return its replies."""
         replies: list[Reply] = []
         with self.lock:

@@ -196,7 +196,8 @@ def _die_map(design: WaferDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     usable = design.diameter_mm / 2 - design.edge_exclusion_mm
     n_cols = int(design.diameter_mm // design.pitch_x_mm)
     n_rows = int(design.diameter_mm // design.pitch_y_mm)
-    columns, rows = [], []
+    columns: list[int] = []
+    rows: list[int] = []
     half_x, half_y = design.pitch_x_mm / 2, design.pitch_y_mm / 2
     for row in range(n_rows):
         y = ((n_rows - 1) / 2 - row) * design.pitch_y_mm

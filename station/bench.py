@@ -9,6 +9,7 @@ import datetime as dt
 import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from drivers.errors import InstrumentError
 from drivers.interfaces import Instrument
@@ -28,7 +29,7 @@ class InstrumentSetupError(StationError):
     """An instrument could not be opened or identified, or is not the one the config names."""
 
 
-def driver_class(config: StationConfig, instrument: InstrumentConfig) -> type:
+def driver_class(config: StationConfig, instrument: InstrumentConfig) -> type[Any]:
     module_name, _, class_name = instrument.driver.partition(":")
     field_name = f"instruments.{instrument.role}.driver"
     try:
@@ -66,12 +67,8 @@ def check_calibration(
     config: StationConfig, roles: Iterable[str], today: dt.date, override: str | None
 ) -> None:
     """Refuse to start with an instrument past its calibration date, unless overridden."""
-    expired = [
-        (role, config.instruments[role].calibration_due)
-        for role in roles
-        if config.instruments[role].calibration_due is not None
-        and config.instruments[role].calibration_due < today
-    ]  # type: ignore[operator]
+    due_dates = {role: config.instruments[role].calibration_due for role in roles}
+    expired = [(role, due) for role, due in due_dates.items() if due is not None and due < today]
     if expired and not override:
         role, due = expired[0]
         raise CalibrationExpired(

@@ -252,6 +252,7 @@ class StepContext:
             )
         outcome, marginal = limit.judge(value, self.dut_serial)
         self.outcomes.append(outcome)
+        die_x, die_y = die or self.die or (None, None)
         event = MeasurementRecorded(
             self.run_id,
             self.step.name,
@@ -267,7 +268,8 @@ class StepContext:
             self.attempt,
             raw_value,
             correction_db,
-            *(die or self.die or (None, None)),  # type: ignore[arg-type]
+            die_x,
+            die_y,
             time.time_ns(),
             # a loss from `path_loss_db` names the calibration record it came from
             getattr(correction_db, "calibration_id", None),
