@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ _WAVELENGTH_UNITS = {"NM": 1e-9, "UM": 1e-6, "M": 1.0, "PM": 1e-12}
 _TIME_UNITS = {"S": 1.0, "MS": 1e-3, "US": 1e-6}
 
 
-def _responsivity(wavelength_nm: float) -> float:
+def _responsivity(wavelength_nm: Any) -> Any:
     # Relative InGaAs responsivity, about 0.87 A/W at 1310 nm against 1.0 at 1550 nm.
     return 1.0 + 0.00054 * (wavelength_nm - 1550.0)
 
@@ -239,7 +240,9 @@ class SimN7744C(ScpiDevice):
             self.logged[port] = block(watts.astype("<f4").tobytes())
         elif self.logged[port] is None:
             self.logged[port] = block(self._logged_samples(port, points, averaging))
-        return self.logged[port]
+        logged = self.logged[port]
+        assert logged is not None
+        return logged
 
     def _logged_samples(self, port: int, points: int, averaging: float) -> bytes:
         power_w = self._detected_w(port, self.logging_light[port])

@@ -63,7 +63,7 @@ from station.shift_station import (
     operator_answers,
     work_order,
 )
-from station.simbench import SimulatedHands
+from station.simbench import SimBenchProcess, SimulatedHands
 
 
 # --- the MES simulator as a process -------------------------------------------------------------
@@ -228,7 +228,7 @@ def gauge_study(line: Line) -> dict[str, Any]:
         bus.subscribe(hands)
         study = run_study(
             setup, station, design, bus=bus, prompter=hands.wrap(operator_answers),
-            insert=lambda serial, site: bench.control(f"insert {serial} {PRODUCT} @{site}"),
+            insert=lambda serial, site: _insert(bench, serial, site),
         )  # fmt: skip
         store.flush()
     store_study(line.line_db.engine, study, setup, config.station_id, "eddie", line.audit)
@@ -401,3 +401,8 @@ def run_shift_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"PROBLEM: {problem}", style="magenta", markup=False)
     console.print(f"summary in {result.summary_path}", markup=False)
     return 1 if result.problems else 0
+
+
+def _insert(bench: SimBenchProcess, serial: str, site: int) -> None:
+    """The study's hands: put `serial` in site `site`'s cage."""
+    bench.control(f"insert {serial} {PRODUCT} @{site}")
