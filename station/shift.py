@@ -63,7 +63,7 @@ from station.shift_station import (
     operator_answers,
     work_order,
 )
-from station.simbench import SimBenchProcess, SimulatedHands
+from station.simbench import SimBenchProcess, SimulatedHands, end_process
 
 
 # --- the MES simulator as a process -------------------------------------------------------------
@@ -111,16 +111,7 @@ class MesProcess:
     def __exit__(self, *_exc: object) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        for stream in (self.process.stdin, self.process.stdout):
-            with contextlib.suppress(OSError):
-                if stream:
-                    stream.close()
+        end_process(self.process)
         self.process = None
 
 

@@ -23,6 +23,24 @@ from station.events import PromptRequested, RunEnded, RunStarted
 START_TIMEOUT_S = 30.0
 
 
+def end_process(process: subprocess.Popen[str]) -> None:
+    """End a simulator process this station started: close its control pipe, terminate it
+    (kill it when it has not ended 5 s later) and close its output pipes."""
+    with contextlib.suppress(OSError):
+        if process.stdin:
+            process.stdin.close()
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    for stream in (process.stdout, process.stderr):
+        with contextlib.suppress(OSError):
+            if stream:
+                stream.close()
+
+
 class SimBenchProcess:
     def __init__(
         self,
@@ -116,19 +134,7 @@ class SimBenchProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        with contextlib.suppress(OSError):
-            if self.process.stdin:
-                self.process.stdin.close()
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        for stream in (self.process.stdout, self.process.stderr):
-            with contextlib.suppress(OSError):
-                if stream:
-                    stream.close()
+        end_process(self.process)
         self.process = None
 
     def __enter__(self) -> SimBenchProcess:

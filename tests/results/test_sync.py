@@ -1,12 +1,11 @@
 """Delivering finished runs from a station's store to the line database through the outbox: every
 row of a run arrives in one transaction, a redelivery changes nothing, and runs queued while the
 line database is held by another session drain in order once it is free. On SQLite and on
-PostgreSQL (postgresql://postgres@127.0.0.1:5432/test, a database made for each test)."""
+PostgreSQL (where STATION_TEST_POSTGRES_URL names a server: a schema made for each test, as for
+every store test)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,38 +28,16 @@ from station.results.sync import (
 )
 from tests.results.helpers import module_run, wafer_run
 
-POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 STATION = "st-1"
 #: tables holding rows of a run, and the column that ties a row to it
 RUN_TABLES = ("runs", "steps", "run_limits", "run_instruments", "measurements", "attributes",
               "artefacts", "units")  # fmt: skip
 
 
-def _postgres_database() -> Iterator[str]:
-    admin = sa.create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            name = f"sync_test_{secrets.token_hex(6)}"
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as err:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but PostgreSQL at {POSTGRES_SERVER} is unreachable: {err}")
-        pytest.skip(f"PostgreSQL at {POSTGRES_SERVER} is unreachable")
-    try:
-        yield sa.make_url(POSTGRES_SERVER).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def line_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'line.sqlite'}"
-    else:
-        yield from _postgres_database()
+@pytest.fixture
+def line_url(store_url: str) -> str:
+    """The line database: a SQLite file or a fresh PostgreSQL schema (tests/results/conftest.py)."""
+    return store_url if "://" in store_url else f"sqlite:///{store_url}"
 
 
 @pytest.fixture
