@@ -4,12 +4,14 @@ approval of the shipped file in its audit log, and a gauge R&R release of the fi
 store. Every piece says what it is (a `demo_seed` audit entry by the bench, a study row that
 measured nothing), so nobody mistakes it for a review or a study.
 
-Only `--sim` runs call this, and only for the exact files shipped in the package: a copy, an
-edited file or a file of one's own goes through approval and release like on a real station.
+Only `--sim` runs call this, and only for files whose bytes are those of a file shipped in the
+package (wherever the copy lies: a source checkout or the installed package); an edited file or
+a file of one's own goes through approval and release like on a real station.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -38,9 +40,13 @@ class Seeded:
 
 
 def is_shipped(limits: LimitsFile) -> bool:
-    """Whether `limits` is a file shipped in the package's limits folder (demo products)."""
-    folder = Path(str(resources.files("sequences") / "limits")).resolve()
-    return limits.path.resolve().is_relative_to(folder)
+    """Whether `limits` is, byte for byte, a limits file shipped in the package (a demo
+    product's): the same name and the same sha256 as a file of the package's limits folder."""
+    folder = Path(str(resources.files("sequences") / "limits"))
+    return any(
+        hashlib.sha256(shipped.read_bytes()).hexdigest() == limits.sha256
+        for shipped in folder.rglob(limits.path.name)
+    )
 
 
 def seed_demo_release(

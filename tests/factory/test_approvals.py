@@ -22,6 +22,7 @@ from station.results.store import ResultsStore
 from station.security.approvals import approval_problem, approve_limits
 from station.security.audit import DEFAULT_AUDIT, AuditLog, verify_log
 from station.security.lock import lock, lock_state
+from station.security.simulated import is_shipped
 from station.security.users import DEFAULT_USERS, PermissionDenied, add_user, load_users
 
 STATION_ID = "sim-module-bench-1"
@@ -364,12 +365,27 @@ def test_the_security_table_is_validated_like_the_rest_of_the_config(
 def test_shipped_limits_seed_only_themselves_on_a_simulated_bench(
     tmp_path: Path, calibrated_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A copy of a shipped file is a file of one's own: the simulated bench seeds nothing."""
+    """An edited copy of a shipped file is a file of one's own: the simulated bench seeds nothing
+    (one byte is enough)."""
     copy = tmp_path / "800G-DR8.toml"
     shutil.copy(limits_path("800G-DR8"), copy)
+    copy.write_text(copy.read_text(encoding="utf-8") + "# tightened on this station\n")
     refused(
         main([*PLUGGABLE, "--limits", str(copy), "--db", str(calibrated_db)]),
         capsys,
         r"800G-DR8.toml \(sha256 \w{12}\): no engineer's approval",
     )
     assert not (tmp_path / DEFAULT_AUDIT).exists() and not (tmp_path / DEFAULT_USERS).exists()
+
+
+def test_a_shipped_file_is_known_by_its_bytes_wherever_it_lies(tmp_path: Path) -> None:
+    """A source checkout's limits files are the installed package's, byte for byte: the same
+    file lying elsewhere is still the shipped one; one byte more and it is not."""
+    copy = tmp_path / "800G-DR8.toml"
+    shutil.copy(limits_path("800G-DR8"), copy)
+    assert is_shipped(load_limits(copy)) and is_shipped(load_limits(limits_path("800G-DR8")))
+    copy.write_text(copy.read_text(encoding="utf-8") + "\n")
+    assert not is_shipped(load_limits(copy))
+    renamed = tmp_path / "mine.toml"
+    shutil.copy(limits_path("800G-DR8"), renamed)
+    assert not is_shipped(load_limits(renamed))  # the name is part of what ships
