@@ -36,7 +36,7 @@ from station.console import (
 from station.engine import RunParameters, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus, MeasurementRecorded
-from station.grr import add_grr_command, grr_release_problem, needs_grr_release, run_grr_command
+from station.grr import add_grr_command, production_problems, run_grr_command
 from station.launch import RunSetup, SitesRun, open_station, prepare_run, run_sites
 from station.limits import LimitsFile
 from station.outcome import Outcome, worst
@@ -47,7 +47,7 @@ from station.results.commands import (
     run_result_command,
 )
 from station.results.store import DEFAULT_DB, ResultsStore, database_url
-from station.security.approvals import LimitsNotApproved, approval_problem
+from station.security.approvals import LimitsNotApproved
 from station.security.audit import AuditLog
 from station.security.changes import record_calibration
 from station.security.commands import add_security_commands, run_security_command
@@ -419,10 +419,7 @@ def _admitted(
     require_unlocked(files.log, config.station_id)
     if setup.sim:
         seed_demo_release(files, db, limits, setup.sequence.name, config.station_id)
-    problems = [approval_problem(files.log, limits)]
-    if needs_grr_release(setup.sequence.name, limits):
-        problems.append(grr_release_problem(db, limits))
-    found = [p for p in problems if p is not None]
+    found = production_problems(files.log, db, limits, setup.sequence.name)
     if found and mode == "production":
         raise LimitsNotApproved(f"{found[0]}; production runs refuse it")
     if found and not (limits_override or "").strip():

@@ -45,6 +45,7 @@ from station.limits import LimitsFile, load_limits
 from station.outcome import Outcome
 from station.results.schema import grr_results, grr_runs, grr_studies, limits_releases
 from station.results.store import DEFAULT_DB, ResultsStore, database_url
+from station.security.approvals import approval_problem
 from station.security.audit import AuditLog
 from station.security.files import security_files
 from station.security.lock import require_unlocked
@@ -410,6 +411,18 @@ def needs_grr_release(sequence: str, limits: LimitsFile) -> bool:
     """Whether a production run of `sequence` on `limits` needs a GR&R release: every product
     file does; the station's self-checks (path-cal, a golden-unit file) are no gauge to study."""
     return sequence != PATH_CAL_SEQUENCE and not limits.offsets
+
+
+def production_problems(
+    log: AuditLog, target: str | Path, limits: LimitsFile, sequence: str
+) -> list[str]:
+    """Why `limits` may not be used in production, beyond its [release] table: its exact content
+    is not approved by an engineer (audit log `log`), or, for a file that needs one, its
+    version has no GR&R release in the results database `target`. Empty: it may."""
+    problems = [approval_problem(log, limits)]
+    if needs_grr_release(sequence, limits):
+        problems.append(grr_release_problem(target, limits))
+    return [p for p in problems if p is not None]
 
 
 def grr_release_problem(target: str | Path, limits: LimitsFile) -> str | None:

@@ -30,10 +30,7 @@ from station.config import load_station_config
 from station.engine import RunResult
 from station.errors import InputError, StationError
 from station.events import EventBus, PromptRequested
-from station.grr import (
-    grr_release_problem,
-    needs_grr_release,
-)
+from station.grr import production_problems
 from station.launch import open_station, prepare_run, run_sites
 from station.limits import LimitsFile
 from station.mes.http import HttpMes
@@ -45,7 +42,6 @@ from station.mes.traveller import Traveller
 from station.results.downtime import downtime_end, downtime_start
 from station.results.store import ResultsStore
 from station.results.sync import RESULTS, LineDatabase, queue_results, results_sender
-from station.security.approvals import approval_problem
 from station.security.audit import AuditLog
 from station.security.changes import (
     record_calibration,
@@ -397,10 +393,7 @@ class StationWorker(threading.Thread):
         effect, the exact content approved by an engineer (line audit log) and, for a product
         file, its version GR&R-released (line database)."""
         limits.check_release("production", None, dt.date.today())
-        problems = [approval_problem(self.line.audit, limits)]
-        if needs_grr_release(sequence, limits):
-            problems.append(grr_release_problem(self.line.line_db.url, limits))
-        found = [p for p in problems if p is not None]
+        found = production_problems(self.line.audit, self.line.line_db.url, limits, sequence)
         if found:
             raise StationError(f"{self.station_id}: {found[0]}; production runs refuse it")
 
