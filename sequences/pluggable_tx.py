@@ -63,7 +63,10 @@ SAMPLES_PER_UI = 16  # 131 kSa of one PRBS13Q period: 0.5 s on the sampler, 0.2 
 PATTERN_SYMBOLS = {"PRBS13Q": PRBS13_LENGTH, "SSPRQ": 65535}
 OSA_SPAN_NM = 16.0  # the 1304.5-1317.5 nm window, the side modes (0.6-0.9 nm) and drift
 OSA_RESOLUTION_NM = 0.02
-OSA_POINTS = 801  # 0.02 nm steps
+# 0.005 nm steps, a quarter of the resolution: at steps equal to the resolution a mode that falls
+# between two points reads up to 2.5 dB low, the main mode and the side mode each by its own amount,
+# and the SMSR scattered by 0.65 dB rms sweep to sweep on the simulated bench (0.1 dB at this step)
+OSA_POINTS = 3201
 EYE_AMPLITUDE_BINS = 128  # of the folded eye stored for the report
 #: wait after TxDisable before reading dark power (CMIS MaxDurationDPTxTurnOff is advertised;
 #: modules advertise 10-50 ms)
