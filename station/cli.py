@@ -19,10 +19,11 @@ import pandas as pd
 from rich.console import Console
 
 from station import __version__
-from station.bench import InstrumentSetupError, resolve_run_paths
-from station.calibration.offsets import GoldenOffsetsWriter, load_offsets
+from station.admission import admit_measurement_system
+from station.bench import InstrumentSetupError
+from station.calibration.offsets import GoldenOffsetsWriter
 from station.calibration.paths import PATH_CAL_SEQUENCE
-from station.calibration.resolve import check_jumpers, jumper_table, load_matings
+from station.calibration.resolve import jumper_table, load_matings
 from station.calibration.writer import PathCalWriter
 from station.config import load_station_config
 from station.console import (
@@ -46,13 +47,12 @@ from station.results.commands import (
     print_frame,
     run_result_command,
 )
-from station.results.store import DEFAULT_DB, ResultsStore, database_url
+from station.results.store import DEFAULT_DB, ResultsStore
 from station.security.approvals import LimitsNotApproved
 from station.security.audit import AuditLog
 from station.security.changes import record_calibration
 from station.security.commands import add_security_commands, run_security_command
 from station.security.files import SecurityFiles, security_files
-from station.security.lock import require_unlocked
 from station.security.overrides import LimitsOverrideRecorder, record_limits_override
 from station.security.simulated import seed_demo_release
 from station.security.users import login
@@ -394,29 +394,26 @@ def _ui(args: argparse.Namespace, console: Console) -> int:
 def _admitted(
     setup: RunSetup, db: str, limits_override: str | None, engineer: str | None
 ) -> tuple[RunSetup, str | None, SecurityFiles]:
-    """What a run must pass before anything is opened: the limits' [release] table in effect, no
-    path without a calibration in force, the station not locked (audit log), the limits' exact
-    content approved by an engineer (audit log) and GR&R-released (results store); a
-    characterisation run may go ahead on unapproved limits under an engineer's override, which
-    is recorded. A simulated bench first seeds its shipped demo limits' approval and release.
-    Returns the set-up with the calibrated losses and golden-unit offsets in force, why the
-    limits are unapproved (None when they are), and the station's audit log and users file."""
+    """What a run must pass before anything is opened: the limits' [release] table in effect,
+    the measurement system admitted (`admit_measurement_system`: jumpers, paths, lock), the
+    limits' exact content approved by an engineer (audit log) and GR&R-released (results
+    store); a characterisation run may go ahead on unapproved limits under an engineer's
+    override, which is recorded. A simulated bench first seeds its shipped demo limits'
+    approval and release. Returns the set-up with the calibrated losses and golden-unit offsets
+    in force, why the limits are unapproved (None when they are), and the station's audit log
+    and users file."""
     limits, mode = setup.limits, setup.mode
     not_released = limits.check_release(mode, limits_override, dt.date.today())
-    # no DUT-side jumper at its mating limit, as the results store counts matings
-    counted = setup.config.with_matings(load_matings(db, setup.config.station_id))
-    check_jumpers(counted)
-    config, override = resolve_run_paths(
-        counted,
-        setup.sequence.name,
-        setup.sequence.roles,
+    files = security_files(setup.config, db)
+    config, override = admit_measurement_system(
+        setup.config,
+        setup.sequence,
         limits.product.wavelength_nm,
-        database_url(db),
         mode,
-        setup.calibration_override,
+        db=db,
+        log=files.log,
+        calibration_override=setup.calibration_override,
     )
-    files = security_files(config, db)
-    require_unlocked(files.log, config.station_id)
     if setup.sim:
         seed_demo_release(files, db, limits, setup.sequence.name, config.station_id)
     found = production_problems(files.log, db, limits, setup.sequence.name)
@@ -430,9 +427,6 @@ def _admitted(
     unapproved = "; ".join(p for p in (not_released, *found) if p) or None
     if unapproved is not None:
         _record_limits_override(files, limits, limits_override or "", unapproved, engineer)
-    offsets = load_offsets(db, config.station_id)
-    if offsets:
-        config = config.with_offsets(offsets)
     setup = dataclasses.replace(setup, config=config, calibration_override=override)
     return setup, unapproved, files
 

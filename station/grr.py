@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from station.admission import admit_measurement_system
 from station.analysis.grr import STUDY_SIGMAS, GrrResult, crossed_grr
-from station.bench import resolve_run_paths
-from station.calibration.offsets import load_offsets, read_only
+from station.calibration.offsets import read_only
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.config import load_station_config
 from station.console import terminal_prompter
@@ -738,22 +738,20 @@ def run_grr_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _admitted_study(setup: RunSetup, db: str) -> tuple[RunSetup, AuditLog]:
-    """What a study must pass before anything is opened, as a run must: the station not
-    locked, its paths calibrated (or the override given); with the losses and offsets in force."""
+    """What a study must pass before anything is opened, as a run must (no worn jumper, its
+    paths calibrated or the override given, the station not locked); with the losses and
+    offsets in force."""
     log = security_files(setup.config, db).log
-    require_unlocked(log, setup.config.station_id)
-    config, override = resolve_run_paths(
+    require_unlocked(log, setup.config.station_id)  # a study releases limits for production
+    config, override = admit_measurement_system(
         setup.config,
-        setup.sequence.name,
-        setup.sequence.roles,
+        setup.sequence,
         setup.limits.product.wavelength_nm,
-        database_url(db),
         setup.mode,
-        setup.calibration_override,
+        db=db,
+        log=log,
+        calibration_override=setup.calibration_override,
     )
-    offsets = load_offsets(db, config.station_id)
-    if offsets:
-        config = config.with_offsets(offsets)
     return dataclasses.replace(setup, config=config, calibration_override=override), log
 
 

@@ -34,6 +34,7 @@ from station.security.users import SYSTEM_ROLE
 #: site -> (measurement, lane) -> offset (dB), as `StationConfig.with_offsets` takes them
 SiteOffsets = dict[int, dict[tuple[str, int | None], float]]
 GOLDEN_ACTOR = "golden"  # the audit actor of a lock a golden-unit check sets
+GOLDEN_SEQUENCE = "golden"  # sequences/golden.py: the golden-unit check
 
 
 def read_only(target: str | Path) -> sa.Engine | None:

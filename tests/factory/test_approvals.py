@@ -265,7 +265,7 @@ def test_a_release_is_by_an_engineer_and_skips_studies_that_measured_nothing(
     assert not log.path.exists()
 
 
-def test_a_locked_station_refuses_runs_and_studies_until_an_engineer_unlocks_it(
+def test_a_locked_station_refuses_production_and_studies_until_an_engineer_unlocks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shipped = load_station_config(bench="module").path.read_text(encoding="utf-8")
@@ -281,10 +281,15 @@ def test_a_locked_station_refuses_runs_and_studies_until_an_engineer_unlocks_it(
     db.parent.mkdir()
     on = ["--station", str(config), "--db", str(db)]
     pattern = rf"station {STATION_ID} is locked \(audit entry 1: golden unit SIM0003: drift\)"
-    refused(main([*PATH_CAL, *on, *FAST]), capsys, pattern)
+    assert main([*PATH_CAL, *on, *FAST]) == 0  # the remedy goes ahead: it fixes the paths
+    capsys.readouterr()
+    with ResultsStore(db) as store:
+        runs = store.runs()
+    refused(main([*PLUGGABLE, *on, *FAST]), capsys, pattern)
     grr = ["grr", "--product", "800G-DR8", "--parts", "2", "--appraisers", "2", "--repeats", "2"]
     refused(main([*grr, "--sim", *on]), capsys, pattern)
-    assert not db.exists()
+    with ResultsStore(db) as store:
+        assert len(store.runs()) == len(runs) == 1  # nothing of the refused ones written
     assert main(["audit", "status", *on]) == 0
     assert capsys.readouterr().out.startswith(f"{STATION_ID} locked (audit entry 1)")
     unlock = ["audit", "unlock", *on, "--reason", "cleaned the TX MPO jumper"]
@@ -292,11 +297,14 @@ def test_a_locked_station_refuses_runs_and_studies_until_an_engineer_unlocks_it(
         main([*unlock, *as_user(monkeypatch, "olga")]), capsys, r"olga \(operator\) may not unlock"
     )
     assert main([*unlock, *as_user(monkeypatch, "eve")]) == 0
-    assert main([*PATH_CAL, *on, *FAST]) == 0  # the shipped demo limits seed themselves
+    assert main([*PLUGGABLE, *on, *FAST]) == 0  # the shipped demo limits seed themselves
     capsys.readouterr()
     assert not lock_state(log, STATION_ID).locked
     actions = [(e["actor"], e["action"]) for e in log.entries()]
-    assert actions[:2] == [("golden", "lock"), ("eve", "unlock")]
+    assert actions[0] == ("golden", "lock")
+    order = [action for _, action in actions]
+    assert order.index("calibration") < order.index("unlock")  # fixed first, then unlocked
+    assert actions[order.index("unlock")] == ("eve", "unlock")
     assert ("sim-demo-engineer", "limits_approve") in actions
     (calibration,) = [e for e in log.entries() if e["action"] == "calibration"]
     assert calibration["subject"] == f"instrument:paths@{STATION_ID}"
