@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from station.admission import admit_measurement_system
 from station.analysis.spc import D2, D4, ImrLimits, imr_limits
-from station.bench import resolve_run_paths
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.calibration.writer import PathCalWriter
 from station.config import load_station_config
@@ -352,18 +353,19 @@ class StationWorker(threading.Thread):
         *,
         limits: Path | None = None,
         traveller: Traveller | None = None,
+        mode: str = "production",
     ) -> dict[int, RunResult]:
         """Insert `serials` (site -> serial) and run `sequence` on them; every finished run is
         queued for the line database."""
         setup = prepare_run(
             sequence=sequence, product=product, limits=str(limits) if limits else None,
             station=str(self.config_path), sites=self.plan.sites, sim=True,
-            time_factor=self.plan.time_factor, operator=self.operator.login,
+            time_factor=self.plan.time_factor, operator=self.operator.login, mode=mode,
         )  # fmt: skip
-        self._admit(setup.limits, sequence)
-        config, _ = resolve_run_paths(
-            setup.config, setup.sequence.name, setup.sequence.roles,
-            setup.limits.product.wavelength_nm, self.store.url, setup.mode, None,
+        self._admit_limits(setup.limits, sequence, mode)
+        config, _ = admit_measurement_system(
+            setup.config, setup.sequence, setup.limits.product.wavelength_nm, mode,
+            db=self.store.url, log=self.line.audit,
         )  # fmt: skip
         setup = dataclasses.replace(setup, config=config)
         for site, serial in serials.items():
@@ -388,14 +390,14 @@ class StationWorker(threading.Thread):
         self._deliver()
         return results
 
-    def _admit(self, limits: LimitsFile, sequence: str) -> None:
-        """A production run's admission, as `station run` does it: the [release] table in
-        effect, the exact content approved by an engineer (line audit log) and, for a product
-        file, its version GR&R-released (line database)."""
-        limits.check_release("production", None, dt.date.today())
+    def _admit_limits(self, limits: LimitsFile, sequence: str, mode: str) -> None:
+        """The limits' admission, as `station run` does it without an override: the [release]
+        table in effect, the exact content approved by an engineer (line audit log) and, for a
+        product file, its version GR&R-released (line database)."""
+        limits.check_release(mode, None, dt.date.today())
         found = production_problems(self.line.audit, self.line.line_db.url, limits, sequence)
         if found:
-            raise StationError(f"{self.station_id}: {found[0]}; production runs refuse it")
+            raise StationError(f"{self.station_id}: {found[0]}; {mode} runs refuse it here")
 
     # --- delivery -----------------------------------------------------------------------------
     def _deliver(self) -> None:
@@ -417,7 +419,13 @@ class StationWorker(threading.Thread):
     # --- golden unit, SPC and the engineer's remedy ------------------------------------------
     def _golden(self, *, judge: bool) -> None:
         serial = golden_serial(self.index)
-        result = self._run(SEQUENCE, PRODUCT, {1: serial}, limits=self.line.limits_file).get(1)
+        # on a locked station a golden check verifies the remedy: an engineer's investigation,
+        # which the lock allows, where a production run is refused
+        locked = lock_state(self.line.audit, self.station_id).locked
+        mode = "characterisation" if locked else "production"
+        result = self._run(
+            SEQUENCE, PRODUCT, {1: serial}, limits=self.line.limits_file, mode=mode
+        ).get(1)
         self.since_golden = 0
         if result is None or str(result.outcome) == "ERROR":
             return  # no reading: the next golden check gives the point
@@ -474,6 +482,7 @@ class StationWorker(threading.Thread):
         serial = f"MPO8-TX-{self.index}{self.jumpers:03d}"
         for site in self._sites():
             self.bench.control(f"jumper {TX_JUMPER} {serial} @{site}")
+        self._config_jumper(TX_JUMPER, serial)
         self.line.audit.append(
             actor=self.technician.login, role=self.technician.role, action="jumper_swap",
             subject=f"station:{self.station_id}",
@@ -493,6 +502,18 @@ class StationWorker(threading.Thread):
         self.events.append({"event": "unlock", "seq": entry["seq"], "lock_seq": state.seq})
         self._up("locked")
         self.line.note(f"{self.station_id}: unlocked by {self.engineer.login} after remedy")
+
+    def _config_jumper(self, name: str, serial: str) -> None:
+        """The technician enters the new jumper in the station config: its serial, and no
+        matings yet. Until path-cal runs through it, production refuses the paths it carries."""
+        text = self.config_path.read_text(encoding="utf-8")
+        table = re.compile(
+            rf'(\[jumpers\.{name}\]\nserial = )"[^"\n]*"(\nmating_count = )\d+', re.MULTILINE
+        )
+        new, found = table.subn(rf'\g<1>"{serial}"\g<2>0', text)
+        if found != 1:
+            raise StationError(f"{self.config_path}: no [jumpers.{name}] serial to replace")
+        self.config_path.write_text(new, encoding="utf-8")
 
     def _path_cal(self) -> None:
         fixtures = {site: FIXTURE.format(site=site) for site in self._sites()}

@@ -16,6 +16,9 @@ from rich.console import Console
 
 from sim_instruments.__main__ import _control
 from sim_instruments.bench import SimBench
+from station.calibration.paths import load_path_calibrations
+from station.calibration.resolve import load_matings
+from station.config import load_station_config
 from station.limits import limits_path, load_limits
 from station.mes.http import HttpMes
 from station.mes.outbox import DELIVERED, Outbox
@@ -109,6 +112,18 @@ def _assert_acceptance(plan: ShiftPlan, result: ShiftResult) -> None:
         "spc_lock", "unlock",
     ]  # fmt: skip
     assert Path(drift["spc_chart"]).stat().st_size > 0
+    # the technician's new TX jumper is in the drifting station's config, counted from no
+    # matings, and its paths were calibrated through it before production went on
+    station_id = stations[plan.drift_station - 1]
+    folder = plan.out / station_id
+    installed = load_station_config(folder / "station.toml").jumpers["tx_breakout"].serial
+    shipped = load_station_config(bench="module").jumpers["tx_breakout"]
+    assert installed != shipped.serial
+    local_url = f"sqlite:///{folder / 'results.sqlite'}"
+    matings = load_matings(local_url, station_id)
+    assert matings[shipped.serial] > shipped.mating_count and 0 < matings[installed]
+    calibrated = {r.jumper_serial for r in load_path_calibrations(local_url, station_id)}
+    assert {shipped.serial, installed} <= calibrated
 
     # the audit log verifies and reconstructs the limits change; runs after it used the new file
     log = Path(summary["audit_log"])
