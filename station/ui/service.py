@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from station.admission import STATION_CHECKS
 from station.analysis.yields import yield_by
 from station.engine import Prompter
 from station.errors import InputError, StationError
@@ -190,12 +191,17 @@ class StationService:
 
     def todays_yield(self, today: dt.date | None = None) -> list[dict[str, Any]]:
         """Per product: units tested today by the verdict of their latest run (a retested unit
-        counts once); yield is PASS over units, and over units with a verdict (no ERROR)."""
+        counts once); yield is PASS over units, and over units with a verdict (no ERROR). The
+        station's own checks (path-cal, golden unit) are not units."""
         day = today or dt.datetime.now().astimezone().date()
         start = dt.datetime.combine(day, dt.time(), dt.datetime.now().astimezone().tzinfo)
         frame = self.store.runs(since=start.astimezone(dt.UTC).isoformat())
         judged = (Outcome.PASS, Outcome.FAIL, Outcome.ERROR)
-        frame = frame[frame["complete"] & frame["outcome"].isin([str(o) for o in judged])]
+        frame = frame[
+            frame["complete"]
+            & frame["outcome"].isin([str(o) for o in judged])
+            & ~frame["sequence"].isin(STATION_CHECKS)
+        ]
         if frame.empty:
             return []
         latest = frame.sort_values("started_at").groupby(["product", "dut_serial"]).tail(1)

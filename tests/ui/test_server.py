@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from station.errors import InputError
-from station.events import PromptRequested
+from station.events import PromptRequested, RunEnded, RunStarted
+from station.outcome import Outcome
 from station.ui.server import allowed_hosts_for, check_binding
 from tests.ui.conftest import StationUnderTest, serve
 
@@ -185,3 +186,33 @@ def test_with_a_token_every_request_carries_it(tmp_path: Path) -> None:
         assert request(guarded, "GET", "/api/station", headers=bearer)[0] == 200
     finally:
         guarded.close()
+
+
+def test_todays_yield_counts_units_not_the_stations_own_checks(station: StationUnderTest) -> None:
+    store = station.service.store
+    runs = [  # (sequence, product, serial, outcome), in the order tested
+        ("path-cal", "PATH-CAL-DR8", "REF-LB8-0001", "PASS"),
+        ("golden", "800G-DR8", "SIM0003", "FAIL"),
+        ("pluggable", "800G-DR8", "YLD0001", "FAIL"),
+        ("pluggable", "800G-DR8", "YLD0001", "PASS"),  # a retest counts once, by its last run
+        ("pluggable", "800G-DR8", "YLD0002", "FAIL"),
+        ("pluggable", "800G-DR8", "YLD0003", "ERROR"),
+    ]
+    for n, (sequence, product, serial, outcome) in enumerate(runs):
+        store(
+            RunStarted(
+                run_id=f"yield-{n}", sequence=sequence, product=product, dut_serial=serial,
+                site=1, station_id="sim-module-bench-1", operator="op", software_version="0",
+                limits_path="l.toml", limits_sha256="0" * 64, mode="production", instruments=(),
+            )
+        )  # fmt: skip
+        store(RunEnded(f"yield-{n}", Outcome(outcome), None))
+    store.flush()
+    status, _, body = request(station, "GET", "/api/yield")
+    assert status == 200
+    assert json.loads(body) == [
+        {
+            "product": "800G-DR8", "units": 3, "pass": 1, "fail": 1, "error": 1,
+            "yield": 0.3333, "yield_tested": 0.5,
+        }
+    ]  # fmt: skip
