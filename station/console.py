@@ -203,15 +203,20 @@ def _limit(m: MeasurementRecorded) -> str:
 
 
 def result_tables(measurements: tuple[MeasurementRecorded, ...]) -> list[Table]:
-    """A table of scalar measurements and one of per-lane measurements (lanes as columns)."""
+    """A table of scalar measurements, then one per step of its per-lane measurements (lanes as
+    columns): a step's lanes are the module's optical lanes or, for an end-face inspection, the
+    connector's fibres, and a measurement taken at several temperature corners appears once
+    per corner step."""
     final: dict[tuple[str, str, int | None], MeasurementRecorded] = {}
     for m in measurements:  # a retried step's last attempt is the one that counts
         final[(m.step, m.name, m.lane)] = m
     scalars = [m for m in final.values() if m.lane is None]
-    per_lane: dict[tuple[str, str], dict[int, MeasurementRecorded]] = defaultdict(dict)
+    per_step: dict[str, dict[str, dict[int, MeasurementRecorded]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
     for m in final.values():
         if m.lane is not None:
-            per_lane[(m.step, m.name)][m.lane] = m
+            per_step[m.step][m.name][m.lane] = m
     tables = []
     if scalars:
         table = Table(title="Module", title_justify="left")
@@ -222,30 +227,33 @@ def result_tables(measurements: tuple[MeasurementRecorded, ...]) -> list[Table]:
                 m.name, _cell(m), m.unit, _limit(m), Text(str(m.outcome), style=STYLE[m.outcome])
             )
         tables.append(table)
-    if per_lane:
-        lanes = sorted({lane for row in per_lane.values() for lane in row})
-        table = Table(title="Per lane (* = within the marginal band)", title_justify="left")
-        table.add_column("measurement", no_wrap=True)
-        table.add_column("unit", no_wrap=True, min_width=4)
-        table.add_column("limit", no_wrap=True)
-        for lane in lanes:
-            table.add_column(f"L{lane}", justify="right", no_wrap=True)
-        table.add_column("result", no_wrap=True, min_width=7)
-        for (_step, name), row in per_lane.items():
-            first = next(iter(row.values()))
-            outcome = max(
-                (m.outcome for m in row.values()),
-                key=[Outcome.PASS, Outcome.FAIL, Outcome.ERROR, Outcome.ABORTED].index,
-            )
-            table.add_row(
-                name,
-                first.unit,
-                _limit(first),
-                *[_cell(row[lane]) if lane in row else Text("-") for lane in lanes],
-                Text(str(outcome), style=STYLE[outcome]),
-            )
-        tables.append(table)
+    tables += [_lane_table(step, rows) for step, rows in per_step.items()]
     return tables
+
+
+def _lane_table(step: str, rows: dict[str, dict[int, MeasurementRecorded]]) -> Table:
+    lanes = sorted({lane for row in rows.values() for lane in row})
+    table = Table(title=f"{step}, per lane (* = within the marginal band)", title_justify="left")
+    table.add_column("measurement", no_wrap=True)
+    table.add_column("unit", no_wrap=True, min_width=4)
+    table.add_column("limit", no_wrap=True)
+    for lane in lanes:
+        table.add_column(f"L{lane}", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True, min_width=7)
+    for name, row in rows.items():
+        first = next(iter(row.values()))
+        outcome = max(
+            (m.outcome for m in row.values()),
+            key=[Outcome.PASS, Outcome.FAIL, Outcome.ERROR, Outcome.ABORTED].index,
+        )
+        table.add_row(
+            name,
+            first.unit,
+            _limit(first),
+            *[_cell(row[lane]) if lane in row else Text("-") for lane in lanes],
+            Text(str(outcome), style=STYLE[outcome]),
+        )
+    return table
 
 
 def verdict(outcome: Outcome) -> Text:

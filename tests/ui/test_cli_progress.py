@@ -7,7 +7,13 @@ import io
 
 from rich.console import Console
 
-from station.console import LiveProgress, ProgressPrinter, live_progress, summary_table
+from station.console import (
+    LiveProgress,
+    ProgressPrinter,
+    live_progress,
+    result_tables,
+    summary_table,
+)
 from station.engine import RunResult
 from station.events import MeasurementRecorded, RunEnded, RunStarted, StepEnded, StepStarted
 from station.multisite import SiteResult
@@ -98,3 +104,39 @@ def test_the_summary_has_a_row_per_site_with_its_verdict() -> None:
     assert "PASS" in rows["1"] and "12.0 s" in rows["1"]
     assert "FAIL" in rows["2"] and " 1 " in rows["2"] and "b" in rows["2"]
     assert "ERROR" in rows["3"]
+
+
+def _lane(step: str, name: str, lane: int | None, value: float | str, attempt: int = 1,
+          outcome: Outcome = Outcome.PASS) -> MeasurementRecorded:  # fmt: skip
+    return MeasurementRecorded(
+        "r1", step, name, value, "dB", lane, outcome, False, None, 3.4, None, attempt=attempt
+    )
+
+
+def test_result_tables_give_each_step_its_own_lanes() -> None:
+    measurements = (
+        _lane("power_up", "module_vcc", None, 3.3),
+        *(_lane("inspect", "jumper_zone_a_defects", n, 0) for n in range(1, 17)),
+        *(_lane("tx_optical_25c", "tx_tdecq", n, 1.0 + n / 10) for n in range(1, 9)),
+        _lane("tx_optical_25c", "tx_tdecq_scope_delta", 3, 0.2),
+        *(_lane("tx_optical_70c", "tx_tdecq", n, 2.0) for n in range(1, 9)),
+        _lane("tx_optical_70c", "tx_tdecq", 5, 3.9, attempt=1, outcome=Outcome.FAIL),
+        _lane("tx_optical_70c", "tx_tdecq", 5, 2.5, attempt=2),  # the retry's value counts
+    )
+    tables = result_tables(measurements)
+    assert [str(t.title) for t in tables] == [
+        "Module",
+        "inspect, per lane (* = within the marginal band)",
+        "tx_optical_25c, per lane (* = within the marginal band)",
+        "tx_optical_70c, per lane (* = within the marginal band)",
+    ]
+    headers = [[str(c.header) for c in t.columns] for t in tables[1:]]
+    assert headers[0][3:] == [*(f"L{n}" for n in range(1, 17)), "result"]
+    assert headers[1][3:] == headers[2][3:] == [*(f"L{n}" for n in range(1, 9)), "result"]
+    out = io.StringIO()
+    Console(file=out, width=140).print(tables[2], tables[3])
+    text = out.getvalue()
+    assert "tx_tdecq_scope_delta" in text and "1.80" in text  # lane 8 at 25 C
+    row = next(line for line in text.splitlines() if "tx_tdecq " in line and "2.50" in line)
+    assert "3.90" not in row and "PASS" in row
+    assert "…" not in text  # an 8-lane table fits a 140-column terminal without cutting cells
