@@ -8,6 +8,10 @@ instruments, the path calibrations it made or used) into the line database in on
 and skips a run the line database already holds: a redelivery after a crash between the insert
 and the outbox's acknowledgement changes nothing. While the line database is unreachable (or held
 by another session beyond `lock_timeout_s`) the entries wait in the outbox and drain in order.
+
+An ended downtime goes the same way (kind "downtime", key `station/downtime/id`), so that the
+line database can set every station's units per hour against the time it could test. It is
+known there by station, site, reason and start: a redelivery changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from station.results import schema as s
 from station.results.migrate import SchemaRefused, prepare
 
 RESULTS = "results"  # outbox kind of finished runs bound for the line database
+DOWNTIME = "downtime"  # outbox kind of ended downtimes bound for the line database
 DEFAULT_LOCK_TIMEOUT_S = 2.0
 #: rows keyed by the run and copied as they are (no identity column of their own)
 _PLAIN = ("steps", "run_limits", "run_instruments", "units", "genealogy", "limits_overrides")
@@ -129,6 +134,48 @@ def deliver_run(source: sa.Engine, target: LineDatabase, run_id: str) -> Deliver
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as err:
         raise LineDatabaseUnavailable(f"line database: {_first_line(err)}") from err
     return Delivered(run_id, True, count)
+
+
+def queue_downtime(outbox: Outbox, station_id: str, downtime_id: int) -> bool:
+    """Queue the ended downtime `downtime_id` of the station's store for the line database."""
+    key = f"{station_id}/downtime/{downtime_id}"
+    return outbox.put(DOWNTIME, key, {"station_id": station_id, "downtime_id": downtime_id})
+
+
+def downtime_sender(source: sa.Engine, target: LineDatabase) -> Sender:
+    """The outbox sender that delivers a queued downtime from `source` to `target`."""
+
+    def send(payload: dict[str, Any]) -> bool:
+        return deliver_downtime(source, target, int(payload["downtime_id"]))
+
+    return send
+
+
+def deliver_downtime(source: sa.Engine, target: LineDatabase, downtime_id: int) -> bool:
+    """Copy the ended downtime `downtime_id` into `target` unless it is there already (same
+    station, site, reason and start); True when it was inserted. Raises
+    LineDatabaseUnavailable (retry) or SyncRejected (not in the store, or still open)."""
+    d = s.downtime
+    with source.connect() as conn:
+        row = conn.execute(sa.select(d).where(d.c.id == downtime_id)).mappings().first()
+    if row is None or row["ended_at"] is None:
+        state = "not in the station's store" if row is None else "still open"
+        raise SyncRejected(f"downtime {downtime_id}: {state}")
+    try:
+        with target.engine.begin() as conn:
+            _set_lock_timeout(conn, target.lock_timeout_s)
+            same = sa.select(d.c.started_at).where(
+                (d.c.station_id == row["station_id"])
+                & (d.c.reason == row["reason"])
+                & (d.c.site.is_(None) if row["site"] is None else d.c.site == row["site"])
+            )
+            started = _utc_naive(row["started_at"])
+            if any(_utc_naive(seen) == started for (seen,) in conn.execute(same)):
+                return False
+            conn.execute(d.insert(), [_columns(d, dict(row), drop_id=True)])
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as err:
+        raise LineDatabaseUnavailable(f"line database: {_first_line(err)}") from err
+    return True
 
 
 def _set_lock_timeout(conn: sa.Connection, timeout_s: float) -> None:

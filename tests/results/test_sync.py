@@ -6,6 +6,7 @@ every store test)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +17,18 @@ from station.events import RunStarted
 from station.mes.outbox import DELIVERED, PENDING, Backoff, Outbox
 from station.results import schema as s
 from station.results import sync
+from station.results.downtime import downtime_end, downtime_start
 from station.results.store import ResultsStore
 from station.results.sync import (
+    DOWNTIME,
     RESULTS,
     LineDatabase,
     LineDatabaseUnavailable,
     SyncRejected,
+    deliver_downtime,
     deliver_run,
+    downtime_sender,
+    queue_downtime,
     queue_results,
     results_sender,
 )
@@ -63,14 +69,14 @@ def _counts(engine: sa.Engine, run_id: str) -> dict[str, int]:
         }  # fmt: skip
 
 
-def _hold(line: LineDatabase) -> sa.Connection:
+def _hold(line: LineDatabase, table: str = "runs") -> sa.Connection:
     """Another session holding the line database (a migration, a long report) until closed."""
     conn = line.engine.connect()
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN EXCLUSIVE")
     else:
         conn.exec_driver_sql("BEGIN")
-        conn.exec_driver_sql("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
     return conn
 
 
@@ -172,3 +178,51 @@ def test_unfinished_and_unknown_runs_are_refused(local: ResultsStore, line: Line
     with pytest.raises(SyncRejected, match="run nope is not in the station's store"):
         deliver_run(local.engine, line, "nope")
     assert line.run_ids() == []
+
+
+def _line_downtime(line: LineDatabase) -> list[tuple[object, ...]]:
+    d = s.downtime
+    columns = (d.c.station_id, d.c.site, d.c.reason, d.c.detail, d.c.recorded_by)
+    with line.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(d.c.started_at))]
+
+
+def test_ended_downtimes_reach_the_line_database_once_after_it_is_free(
+    local: ResultsStore, line: LineDatabase, tmp_path: Path
+) -> None:
+    t0 = dt.datetime(2026, 11, 29, 6, 0, tzinfo=dt.UTC)
+    minutes = [t0 + dt.timedelta(minutes=m) for m in range(6)]
+    mes = downtime_start(
+        local.engine, STATION, "mes_down", "check-in refused", "shift", at=minutes[0]
+    )
+    fault = downtime_start(
+        local.engine, STATION, "instrument_fault", "meter", "tech", site=2, at=minutes[1]
+    )
+    downtime_end(local.engine, STATION, reason="mes_down", at=minutes[2])
+    downtime_end(local.engine, STATION, site=2, at=minutes[3])
+    still = downtime_start(local.engine, STATION, "locked", "SPC rule 1", "spc", at=minutes[4])
+    with Outbox(tmp_path / "outbox.sqlite", backoff=Backoff(base_s=0.0)) as outbox:
+        senders = {DOWNTIME: downtime_sender(local.engine, line)}
+        held = _hold(line, "downtime")
+        try:
+            assert queue_downtime(outbox, STATION, mes) and queue_downtime(outbox, STATION, fault)
+            report = outbox.deliver_due(senders)
+            assert report.delivered == [] and list(report.retry_later) == [
+                f"{STATION}/downtime/{mes}"
+            ]
+        finally:
+            held.rollback()
+            held.close()
+        assert not queue_downtime(outbox, STATION, mes)
+        report = outbox.deliver_due(senders)
+        assert report.delivered == [f"{STATION}/downtime/{i}" for i in (mes, fault)]
+    assert _line_downtime(line) == [
+        (STATION, None, "mes_down", "check-in refused", "shift"),
+        (STATION, 2, "instrument_fault", "meter", "tech"),
+    ]
+    assert not deliver_downtime(local.engine, line, fault)  # a redelivery changes nothing
+    with pytest.raises(SyncRejected, match=f"downtime {still}: still open"):
+        deliver_downtime(local.engine, line, still)
+    with pytest.raises(SyncRejected, match="downtime 99: not in the station's store"):
+        deliver_downtime(local.engine, line, 99)
+    assert len(_line_downtime(line)) == 2
