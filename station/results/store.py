@@ -4,13 +4,8 @@ written as the run's events arrive and read back as tidy pandas DataFrames.
 
 from __future__ import annotations
 
-import functools
-import itertools
-import json
-import operator
 import queue
 import re
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,18 +33,23 @@ from station.events import (
     UnitCompleted,
     ns_to_datetime,
 )
-from station.outcome import Outcome
 from station.results import artefacts as artefact_codec
 from station.results import queries
 from station.results.migrate import SchemaRefused, prepare
+from station.results.rows import (
+    INSTRUMENT_KEY,
+    JSON_INSERT,
+    insert_measurements,
+    last_measurement_id,
+    run_start_rows,
+    write_artefacts,
+)
 from station.results.schema import (
     SCHEMA_VERSION,
     artefacts,
     attributes,
     genealogy,
     instruments,
-    jumper_matings,
-    measurements,
     run_instruments,
     run_limits,
     runs,
@@ -64,130 +64,11 @@ __all__ = ["DEFAULT_DB", "SCHEMA_VERSION", "ResultsStore", "StoreError", "databa
 DEFAULT_DB = "station-results.sqlite"
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's commit
 
-_NUMERIC_COLUMNS = (
-    "run_id",
-    "step",
-    "name",
-    "lane",
-    "attempt",
-    "value",
-    "outcome",
-    "marginal",
-    "raw_value",
-    "correction_db",
-    "die_x",
-    "die_y",
-    "calibration_id",
-    "recorded_at_ns",
-)
-#: columns most measurements leave NULL: a batch binds them only when some row has a value
-_OPTIONAL_COLUMNS = ("lane", "raw_value", "correction_db", "die_x", "die_y", "calibration_id")
-_OPTIONAL_GETTERS = {column: operator.attrgetter(column) for column in _OPTIONAL_COLUMNS}
-
 #: An operator prompt is load time (the test-time split's `load_s`) when its message asks for the
 #: unit or its connectors to be handled: loaded, inserted, seated, plugged, mated or cleaned.
 LOAD_PROMPT = re.compile(r"\b(load|insert|seat|plug|mat(e|ing)|clean)", re.IGNORECASE)
 #: the attribute the engine records when an attempt of a step errored and the step is retried
 _RETRIED_ATTEMPT = re.compile(r"attempt_\d+_error")
-
-
-def _field(column: str) -> str:
-    """The event field a column comes from: named alike, except the timestamp."""
-    return "at_ns" if column == "recorded_at_ns" else column
-
-
-@functools.cache
-def _measurement_insert(
-    marker: str, present: tuple[str, ...]
-) -> tuple[str, str, Callable[[MeasurementRecorded], tuple[Any, ...]]]:
-    """(numeric INSERT, text INSERT, row getter) for a batch whose optional columns `present`
-    hold a value somewhere. Rows are built from the events in C (attrgetter), in the writer
-    thread, not per event in Python."""
-    columns = [c for c in _NUMERIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in present]
-    values = ", ".join([marker] * len(columns))
-    text_columns = ["text_value" if c == "value" else c for c in columns]
-    return (
-        f"INSERT INTO measurements ({', '.join(columns)}) VALUES ({values})",
-        f"INSERT INTO measurements ({', '.join(text_columns)}) VALUES ({values})",
-        operator.attrgetter(*(_field(c) for c in columns)),
-    )
-
-
-#: columns that are often the same in every row of a step's batch: bound once when they are
-_SHARED_CANDIDATES = ("name", "lane", "outcome", "marginal", "attempt", "step", "run_id")
-_SHARED_GETTERS = {column: operator.attrgetter(_field(column)) for column in _SHARED_CANDIDATES}
-#: below this many rows a batch goes row by row: a JSON statement saves nothing on a few rows
-JSON_BATCH_MIN = 64
-#: SQLite unpacks a JSON field in ~0.3 us against ~1.9 us to bind a whole 8-column row, so the
-#: JSON array pays only while few columns vary from row to row (benchmarks/store_bench.py)
-JSON_MAX_VARYING = 3
-_JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)  # the ->> operator
-
-
-@functools.cache
-def _measurement_insert_json(
-    shared: tuple[str, ...], varying: tuple[str, ...]
-) -> tuple[str, Callable[[MeasurementRecorded], tuple[Any, ...]]]:
-    """(INSERT, row getter) for a batch sent as one JSON array of its `varying` columns, with
-    the `shared` columns bound once as parameters. SQLite unpacks the array itself, so the rows
-    cost no per-row binding in Python; the statement text depends only on the column names."""
-    unpack = [f"j.value->>{i}" for i in range(len(varying))]
-    return (
-        f"INSERT INTO measurements ({', '.join(shared + varying)}) "
-        f"SELECT {', '.join(['?'] * len(shared) + unpack)} FROM json_each(?) j",
-        operator.attrgetter(*(_field(c) for c in varying)),
-    )
-
-
-def _json_batch(
-    recorded: list[MeasurementRecorded], present: tuple[str, ...]
-) -> tuple[str, tuple[Any, ...]] | None:
-    """(statement, parameters) inserting the numeric rows `recorded` as one JSON array, or None
-    when row-by-row binding is cheaper (many columns vary) or a value cannot travel as JSON
-    (NaN, infinity, a type JSON does not know)."""
-    columns = [c for c in _NUMERIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in present]
-    varying = [c for c in columns if c not in _SHARED_GETTERS]  # value, timestamp, ...
-    shared, shared_values = [], []
-    first = recorded[0]
-    for column, getter in _SHARED_GETTERS.items():  # the likeliest to vary first
-        if column not in columns:
-            continue
-        if len(varying) > JSON_MAX_VARYING:
-            return None
-        if len(set(map(getter, recorded))) == 1:  # one pass in C
-            value = getter(first)
-            shared.append(column)
-            shared_values.append(value.value if isinstance(value, Outcome) else value)
-        else:
-            varying.append(column)
-    if len(varying) > JSON_MAX_VARYING:
-        return None
-    statement, row = _measurement_insert_json(tuple(shared), tuple(varying))
-    try:
-        payload = json.dumps(list(map(row, recorded)), allow_nan=False)
-    except (ValueError, TypeError):
-        return None
-    return statement, (*shared_values, payload)
-
-
-def _present_columns(recorded: list[MeasurementRecorded]) -> tuple[str, ...]:
-    """The optional columns some event of the batch fills (each a pass in C, ~30 ns a row,
-    against ~100 ns a row for binding a NULL)."""
-    nones = itertools.repeat(None)
-    return tuple(
-        column
-        for column, getter in _OPTIONAL_GETTERS.items()
-        if any(map(operator.is_not, map(getter, recorded), nones))
-    )
-
-
-# Python's sqlite3 binds only exact int, float, str and bytes without a look-up; anything else
-# (None, bool, the Outcome enum) goes through its adapter protocol, whose misses cost an
-# AttributeError each: 2.4 us of a 5.4 us measurement row. Registered adapters are found first,
-# and these three bind exactly what the fallback would have bound (NULL, 0/1, the text value).
-sqlite3.register_adapter(type(None), lambda _value: None)
-sqlite3.register_adapter(bool, int)
-sqlite3.register_adapter(Outcome, str)
 
 
 def database_url(target: str | Path | None) -> str:
@@ -258,7 +139,7 @@ class ResultsStore:
             self._upsert = postgresql.insert
         self._pending: dict[str, list[MeasurementRecorded]] = {}
         # SQLite unpacks a large batch from one JSON array (PostgreSQL: row by row, batched)
-        self._json_batches = self.engine.dialect.name == "sqlite" and _JSON_INSERT
+        self._json_batches = self.engine.dialect.name == "sqlite" and JSON_INSERT
         self._pending_attributes: dict[str, list[dict[str, Any]]] = {}
         self._pending_artefacts: dict[str, list[dict[str, Any]]] = {}
         self._step_started: dict[tuple[str, int], int] = {}
@@ -427,13 +308,13 @@ class ResultsStore:
         json_batches = self._json_batches
 
         def write(conn: sa.Connection) -> None:
-            first_id = _last_measurement_id(conn) if blobs and recorded else None
+            first_id = last_measurement_id(conn) if blobs and recorded else None
             if recorded:
-                _insert_measurements(conn, recorded, marker, json_batches)
+                insert_measurements(conn, recorded, marker, json_batches)
             if attrs:
                 conn.execute(attributes.insert(), attrs)
             if blobs:
-                _write_artefacts(conn, blobs, first_id)
+                write_artefacts(conn, blobs, first_id)
 
         return write
 
@@ -486,100 +367,32 @@ class ResultsStore:
         if event.resumed:
             self._resume_run(event)
             return
-        started_at = ns_to_datetime(event.at_ns)
-        run_row = {
-            "run_id": event.run_id,
-            "sequence": event.sequence,
-            "product": event.product,
-            "dut_serial": event.dut_serial,
-            "site": event.site,
-            "station_id": event.station_id,
-            "operator": event.operator,
-            "software_version": event.software_version,
-            "mode": event.mode,
-            "limits_path": event.limits_path,
-            "limits_sha256": event.limits_sha256,
-            "calibration_override": event.calibration_override,
-            "lot_id": event.lot_id,
-            "wafer_id": event.wafer_id,
-            "work_order": event.work_order,
-            "route_operation": event.route_operation,
-            "started_at": started_at,
-            "complete": False,
-        }
-        parts = [
-            {"serial": event.dut_serial, "part_role": role, "part_id": part,
-             "run_id": event.run_id, "recorded_at": started_at}
-            for role, part in event.genealogy
-        ]  # fmt: skip
-        matings = _mating_upserts(upsert_of=self._upsert, event=event, at=started_at)
-        instrument_rows = [
-            {
-                "run_id": event.run_id,
-                "role": i.role,
-                "driver": i.driver,
-                "resource": i.resource,
-                "manufacturer": i.manufacturer,
-                "model": i.model,
-                "serial_number": i.serial_number,
-                "firmware": i.firmware,
-                "calibration_due": i.calibration_due,
-            }
-            for i in event.instruments
-        ]
-        limit_rows = [
-            {
-                "run_id": event.run_id,
-                "name": lim.name,
-                "unit": lim.unit,
-                "low_limit": lim.low,
-                "high_limit": lim.high,
-                "expected": lim.expected,
-                "per_lane": lim.per_lane,
-                "marginal_band": lim.marginal,
-                "spec": lim.spec,
-            }
-            for lim in event.limits
-        ]
+        rows = run_start_rows(event, upsert_of=self._upsert)
         upsert = self._upsert
-        station_key = {"station_id": event.station_id, "first_run_at": started_at}
-        registry = sorted(  # one order in every process: concurrent upserts cannot deadlock
-            {
-                (r["manufacturer"], r["model"], r["serial_number"]): {
-                    **{k: r[k] for k in ("manufacturer", "model", "serial_number", "firmware")},
-                    "calibration_due": r["calibration_due"],
-                    "station_id": event.station_id,
-                    "role": r["role"],
-                    "last_run_id": event.run_id,
-                    "last_seen_at": started_at,
-                }
-                for r in instrument_rows
-            }.items()
-        )
 
         def write(conn: sa.Connection) -> None:
-            conn.execute(upsert(stations).values(**station_key).on_conflict_do_nothing())
+            conn.execute(upsert(stations).values(**rows.station_key).on_conflict_do_nothing())
             conn.execute(
-                upsert(sites).values(**station_key, site=event.site).on_conflict_do_nothing()
+                upsert(sites).values(**rows.station_key, site=event.site).on_conflict_do_nothing()
             )
-            conn.execute(runs.insert().values(**run_row))
-            if instrument_rows:
-                conn.execute(run_instruments.insert(), instrument_rows)
-            for _key, row in registry:
+            conn.execute(runs.insert().values(**rows.run))
+            if rows.instruments:
+                conn.execute(run_instruments.insert(), rows.instruments)
+            for row in rows.registry:
                 statement = upsert(instruments).values(**row)
-                newer = {k: statement.excluded[k] for k in row if k not in _INSTRUMENT_KEY}
+                newer = {k: statement.excluded[k] for k in row if k not in INSTRUMENT_KEY}
                 conn.execute(
                     statement.on_conflict_do_update(
-                        index_elements=list(_INSTRUMENT_KEY),
+                        index_elements=list(INSTRUMENT_KEY),
                         set_=newer,
                         where=instruments.c.last_seen_at <= statement.excluded.last_seen_at,
                     )
                 )
-            if limit_rows:
-                conn.execute(run_limits.insert(), limit_rows)
-            if parts:
-                conn.execute(genealogy.insert(), parts)
-            for statement in matings:
+            if rows.limits:
+                conn.execute(run_limits.insert(), rows.limits)
+            if rows.parts:
+                conn.execute(genealogy.insert(), rows.parts)
+            for statement in rows.matings:
                 conn.execute(statement)
 
         self._submit(write)
@@ -736,38 +549,6 @@ class ResultsStore:
         return self._read(queries.table_frame, sites)
 
 
-_INSTRUMENT_KEY = ("manufacturer", "model", "serial_number")
-
-
-def _mating_upserts(upsert_of: Callable[[sa.Table], Any], event: RunStarted, at: Any) -> list[Any]:
-    """One mating of each of the run's DUT-side jumpers: a serial seen for the first time
-    starts from its configured count, so a swapped jumper starts its own. Sorted by serial:
-    concurrent sites' upserts take their row locks in one order and cannot deadlock."""
-    statements = []
-    for jumper in sorted(event.jumpers, key=lambda j: j.serial):
-        statement = upsert_of(jumper_matings).values(
-            station_id=event.station_id,
-            jumper_serial=jumper.serial,
-            site=event.site,
-            matings=jumper.mating_count + 1,
-            first_seen_at=at,
-            last_run_id=event.run_id,
-            updated_at=at,
-        )
-        statements.append(
-            statement.on_conflict_do_update(
-                index_elements=["station_id", "jumper_serial"],
-                set_={
-                    "matings": jumper_matings.c.matings + 1,
-                    "site": statement.excluded.site,
-                    "last_run_id": statement.excluded.last_run_id,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            )
-        )
-    return statements
-
-
 def _units_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
     query = sa.select(units).where(units.c.run_id == run_id).order_by(units.c.completed_at_ns)
     frame = pd.DataFrame(conn.execute(query).all(), columns=list(units.c.keys()))
@@ -775,57 +556,3 @@ def _units_frame(conn: sa.Connection, run_id: str) -> pd.DataFrame:
         frame[column] = frame[column].astype("Int64")
     frame["completed_at"] = pd.to_datetime(frame.pop("completed_at_ns"), unit="ns", utc=True)
     return frame.drop(columns="run_id")
-
-
-def _insert_measurements(
-    conn: sa.Connection, recorded: list[MeasurementRecorded], marker: str, json_batches: bool
-) -> None:
-    """Insert the rows straight through the driver (no per-row SQLAlchemy work): numeric values
-    into `value`, text values into `text_value`; a large numeric batch as one JSON statement
-    where `json_batches`."""
-    present = _present_columns(recorded)
-    insert_numeric, insert_text, row = _measurement_insert(marker, present)
-    text = [m for m in recorded if isinstance(m.value, str)]
-    numeric = recorded if not text else [m for m in recorded if not isinstance(m.value, str)]
-    batch = None
-    if json_batches and len(numeric) >= JSON_BATCH_MIN:
-        batch = _json_batch(numeric, present)
-    cursor = conn.connection.cursor()
-    try:
-        if batch is not None:
-            cursor.execute(*batch)
-        elif numeric:
-            cursor.executemany(insert_numeric, map(row, numeric))  # type: ignore[arg-type]
-        if text:
-            cursor.executemany(insert_text, map(row, text))  # type: ignore[arg-type]
-    finally:
-        cursor.close()
-
-
-def _last_measurement_id(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.select(sa.func.max(measurements.c.id))).scalar() or 0)
-
-
-def _write_artefacts(
-    conn: sa.Connection, blobs: list[dict[str, Any]], first_id: int | None
-) -> None:
-    """Insert the artefacts; link each to the measurements of its step (lane, die, names) that
-    this job wrote: one UPDATE per artefact over the new id range, nothing per measurement."""
-    m = measurements
-    for blob in blobs:
-        row = {k: v for k, v in blob.items() if k != "links"}
-        insert = artefacts.insert().values(**row).returning(artefacts.c.id)
-        artefact_id = conn.execute(insert).scalar_one()
-        if first_id is None:
-            continue
-        link = (
-            sa.update(m)
-            .where(m.c.id > first_id, m.c.run_id == blob["run_id"], m.c.step == blob["step"])
-            .where(m.c.lane.is_not_distinct_from(blob["lane"]))
-            .values(artefact_id=artefact_id)
-        )
-        if blob["links"]:
-            link = link.where(m.c.name.in_(blob["links"]))
-        if blob["die_x"] is not None and blob["die_y"] is not None:
-            link = link.where(m.c.die_x == blob["die_x"], m.c.die_y == blob["die_y"])
-        conn.execute(link)

@@ -16,7 +16,7 @@ import pytest
 from station.engine import StepContext
 from station.events import MeasurementRecorded
 from station.results import ResultsStore
-from station.results.store import _JSON_INSERT, JSON_BATCH_MIN, _json_batch
+from station.results.rows import JSON_BATCH_MIN, JSON_INSERT, json_batch
 from station.sequence import step
 from tests.results.helpers import WAFER_PRODUCT, dies_of, limits_file, probe, run
 
@@ -116,8 +116,8 @@ def test_a_long_trace_of_one_quantity_goes_as_one_json_array_and_reads_back_exac
     limits = limits_file(tmp_path, "TRACE", TRACE_LIMITS)
     result = run(both, limits, (sample_tap,), "T1")
     store.flush()
-    if store.engine.dialect.name == "sqlite" and _JSON_INSERT:
-        assert _json_batch(recorded, ()) is not None  # this batch takes the JSON path
+    if store.engine.dialect.name == "sqlite" and JSON_INSERT:
+        assert json_batch(recorded, ()) is not None  # this batch takes the JSON path
     stored = store.measurements(run_id=result.run_id).sort_values("recorded_at", kind="stable")
     assert stored["value"].tolist() == samples  # bit for bit, in order
     assert stored["outcome"].tolist() == [m.outcome for m in recorded]
