@@ -11,7 +11,7 @@ is opened by every way a run starts (`station run`, `station grr`, the simulated
 
 What the limits file itself must pass (release table, approval, GR&R release) depends on who
 starts the run and stays with the caller (`LimitsFile.check_release`,
-`station.grr.production_problems`).
+`station.release.production_problems`).
 """
 
 from __future__ import annotations

@@ -37,10 +37,11 @@ from station.console import (
 from station.engine import RunParameters, abort_on_signals
 from station.errors import InputError, StationError
 from station.events import EventBus, MeasurementRecorded
-from station.grr import add_grr_command, production_problems, run_grr_command
+from station.grr_command import add_grr_command, run_grr_command
 from station.launch import RunSetup, SitesRun, open_station, prepare_run, run_sites
 from station.limits import LimitsFile
 from station.outcome import Outcome, worst
+from station.release import production_problems
 from station.results.commands import (
     add_report_commands,
     add_result_commands,

@@ -36,10 +36,11 @@ from station.bench import resolve_run_paths
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.errors import SimBenchError, StationError
 from station.events import EventBus
-from station.grr import StudyDesign, latest_study, release_limits, run_study, store_study
+from station.grr import StudyDesign, run_study, store_study
 from station.launch import open_station, prepare_run
 from station.limits import LimitsFile, limits_path, load_limits
 from station.mes.http import HttpMes
+from station.release import latest_study, release_limits
 from station.results.store import ResultsStore
 from station.results.sync import LineDatabase
 from station.security.approvals import approve_limits

@@ -31,7 +31,6 @@ from station.config import load_station_config
 from station.engine import RunResult
 from station.errors import InputError, StationError
 from station.events import EventBus, PromptRequested
-from station.grr import production_problems
 from station.launch import open_station, prepare_run, run_sites
 from station.limits import LimitsFile
 from station.mes.http import HttpMes
@@ -40,6 +39,7 @@ from station.mes.protocol import CheckInDecision, MesUnavailable
 from station.mes.retest import load_retest_policy
 from station.mes.shopfloor import ShopFloor, store_history
 from station.mes.traveller import Traveller
+from station.release import production_problems
 from station.results.downtime import downtime_end, downtime_start
 from station.results.store import ResultsStore
 from station.results.sync import RESULTS, LineDatabase, queue_results, results_sender

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from station.grr import grr_release_problem, needs_grr_release, record_seeded_release
 from station.limits import LimitsFile
+from station.release import grr_release_problem, needs_grr_release, record_seeded_release
 from station.results.store import ResultsStore
 from station.security.approvals import approval_problem, approve_limits
 from station.security.files import SecurityFiles

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from station.cli import main
 from station.config import load_station_config
-from station.grr import SEEDED, grr_release_problem, rejudge, release_limits
 from station.limits import limits_path, load_limits
+from station.release import SEEDED, grr_release_problem, rejudge, release_limits
 from station.results.schema import grr_results, grr_studies, limits_releases
 from station.results.store import ResultsStore
 from station.security.approvals import approval_problem, approve_limits
