@@ -121,7 +121,7 @@ def _assert_acceptance(plan: ShiftPlan, result: ShiftResult) -> None:
     assert installed != shipped.serial
     local_url = f"sqlite:///{folder / 'results.sqlite'}"
     matings = load_matings(local_url, station_id)
-    assert matings[shipped.serial] > shipped.mating_count and 0 < matings[installed]
+    assert matings[shipped.serial] > shipped.mating_count and matings[installed] > 0
     calibrated = {r.jumper_serial for r in load_path_calibrations(local_url, station_id)}
     assert {shipped.serial, installed} <= calibrated
 
