@@ -153,6 +153,26 @@ def verify_shift(
     return problems
 
 
+def _downtime_problems(workers: list[StationWorker]) -> list[str]:
+    """Every downtime a station ended is in the line database once."""
+    problems = []
+    for worker in workers:
+        with worker.store.engine.connect() as conn:
+            local = downtime_frame(conn, [worker.station_id])
+        with worker.line.line_db.engine.connect() as conn:
+            line = downtime_frame(conn, [worker.station_id])
+        ended = local[local["ended_at"].notna()]
+        keys = ["reason", "site", "detail", "started_at"]
+        mine = sorted(map(str, ended[keys].itertuples(index=False)))
+        theirs = sorted(map(str, line[keys].itertuples(index=False)))
+        if mine != theirs:
+            problems.append(
+                f"{worker.station_id}: {len(ended)} downtimes ended, the line database holds "
+                f"{len(line)} of them"
+            )
+    return problems
+
+
 def _exactly_once(
     workers: list[StationWorker], runs: Any, lot_runs: Any, applied: list[dict[str, Any]]
 ) -> list[str]:
@@ -169,6 +189,7 @@ def _exactly_once(
         left = [e.key for e in worker.outbox.entries() if e.state != DELIVERED]
         if left:
             problems.append(f"{worker.station_id}: outbox entries not delivered: {left[:3]}")
+    problems += _downtime_problems(workers)
     if sorted(station_runs) != sorted(runs["run_id"]):
         problems.append(
             f"line database holds {len(runs)} runs, the stations finished {len(station_runs)}"

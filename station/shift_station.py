@@ -42,7 +42,15 @@ from station.mes.traveller import Traveller
 from station.release import production_problems
 from station.results.downtime import downtime_end, downtime_start
 from station.results.store import ResultsStore
-from station.results.sync import RESULTS, LineDatabase, queue_results, results_sender
+from station.results.sync import (
+    DOWNTIME,
+    RESULTS,
+    LineDatabase,
+    downtime_sender,
+    queue_downtime,
+    queue_results,
+    results_sender,
+)
 from station.security.audit import AuditLog
 from station.security.changes import (
     record_calibration,
@@ -249,7 +257,9 @@ class StationWorker(threading.Thread):
         downtime_start(self.store.engine, self.station_id, reason, detail, "shift")
 
     def _up(self, reason: str) -> None:
-        downtime_end(self.store.engine, self.station_id, reason=reason)
+        """End the open downtime for `reason`; the line database gets it through the outbox."""
+        for ended in downtime_end(self.store.engine, self.station_id, reason=reason):
+            queue_downtime(self.outbox, self.station_id, ended)
 
     # --- units from the MES -------------------------------------------------------------------
     def _batch(self) -> list[tuple[Pending, CheckInDecision]] | None:
@@ -403,18 +413,24 @@ class StationWorker(threading.Thread):
     def _deliver(self) -> None:
         """Deliver what is due; results the line database refused for now wait in the outbox
         (the station keeps testing: its own store has every run)."""
-        senders = {RESULTS: results_sender(self.store.engine, self.line.line_db)}
+        senders = {
+            RESULTS: results_sender(self.store.engine, self.line.line_db),
+            DOWNTIME: downtime_sender(self.store.engine, self.line.line_db),
+        }
         report = self.outbox.deliver_due({**senders, **self.floor.senders()})
         if any("line database" in why for why in report.retry_later.values()):
             with self.line.guard:
                 self.line.seen_db_down.add(self.station_id)
 
     def _drain(self, timeout_s: float) -> None:
+        """At the end of the shift, deliver everything queued. An MES outage still open ends
+        once its check-outs are through; the second pass delivers that downtime too."""
         deadline = time.monotonic() + timeout_s
-        while self.outbox.pending_count() and time.monotonic() < deadline:
-            self._deliver()
-            time.sleep(0.2)
-        self._up("mes_down")
+        for _ in range(2):
+            while self.outbox.pending_count() and time.monotonic() < deadline:
+                self._deliver()
+                time.sleep(0.2)
+            self._up("mes_down")
 
     # --- golden unit, SPC and the engineer's remedy ------------------------------------------
     def _golden(self, *, judge: bool) -> None:

@@ -25,6 +25,7 @@ from station.mes.outbox import DELIVERED, Outbox
 from station.mes.protocol import CheckIn, CheckOut, MesRejected, checkout_key
 from station.mes.retest import load_retest_policy
 from station.results import queries
+from station.results.downtime import downtime_frame
 from station.security.audit import AuditLog, verify_log
 from station.security.changes import limit_fields, reconstruct_limits
 from station.shift import ShiftResult, run_shift
@@ -80,7 +81,7 @@ def _assert_acceptance(plan: ShiftPlan, result: ShiftResult) -> None:
     keys = [a["idempotency_key"] for a in applied]
     assert len(keys) == len(set(keys)) == len(lot_runs)
     assert sorted(a["run_id"] for a in applied) == sorted(lot_runs["run_id"])
-    station_runs, retried = [], {"check_out": 0, "results": 0}
+    station_runs, retried = [], {"check_out": 0, "results": 0, "downtime": 0}
     for station in stations:
         folder = plan.out / station
         local = _runs(f"sqlite:///{folder / 'results.sqlite'}")
@@ -94,6 +95,25 @@ def _assert_acceptance(plan: ShiftPlan, result: ShiftResult) -> None:
             f"{station}/{r}" for r in local.loc[local["ended_at"].notna(), "run_id"]
         )
     assert sorted(line_runs["run_id"]) == sorted(station_runs)
+    # so was every ended downtime: the line database can set UPH against the time available
+    line_engine = sa.create_engine(summary["line_db"])
+    try:
+        with line_engine.connect() as conn:
+            line_down = downtime_frame(conn)
+    finally:
+        line_engine.dispose()
+    for station in stations:
+        local_engine = sa.create_engine(f"sqlite:///{plan.out / station / 'results.sqlite'}")
+        try:
+            with local_engine.connect() as conn:
+                local_down = downtime_frame(conn, [station])
+        finally:
+            local_engine.dispose()
+        assert local_down["ended_at"].notna().all()  # the shift ended every downtime it began
+        theirs = line_down[line_down["station_id"] == station]
+        columns = ["reason", "site", "started_at", "ended_at"]
+        assert theirs[columns].reset_index(drop=True).equals(local_down[columns])
+        assert {"calibration", "mes_down"} <= set(theirs["reason"])
     assert line_runs["run_id"].is_unique
     assert retried["results"] > 0  # queued through the line-database outage, then drained
 
