@@ -79,7 +79,9 @@ def database_url(target: str | Path | None) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection of a results database, the store's and the line database's:
+    write-ahead log, foreign keys enforced."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each commit point under WAL
@@ -116,7 +118,7 @@ class ResultsStore:
         except (sa.exc.ArgumentError, ImportError) as err:
             raise StoreError(f"{self.url}: cannot open the results database: {err}") from err
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         try:
             self.schema_action = prepare(self.engine)
         except SchemaRefused as err:

@@ -27,6 +27,7 @@ from station.errors import StationError
 from station.mes.outbox import Outbox, Sender
 from station.results import schema as s
 from station.results.migrate import SchemaRefused, prepare
+from station.results.store import sqlite_pragmas
 
 RESULTS = "results"  # outbox kind of finished runs bound for the line database
 DOWNTIME = "downtime"  # outbox kind of ended downtimes bound for the line database
@@ -77,7 +78,7 @@ class LineDatabase:
             connect_args={"timeout": lock_timeout_s} if sqlite_file else {"connect_timeout": 5},
         )
         if sqlite_file:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         try:
             prepare(self.engine)
         except SchemaRefused as err:
@@ -101,14 +102,6 @@ class LineDatabase:
         with self.engine.connect() as conn:
             query = sa.select(s.runs.c.run_id).order_by(s.runs.c.run_id)
             return [row[0] for row in conn.execute(query)]
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def results_sender(source: sa.Engine, target: LineDatabase) -> Sender:
