@@ -204,7 +204,8 @@ def main(argv: Seq[str] | None = None) -> int:
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=180)  # logs and pipes: room for 8 lanes
-    errors = Console(stderr=True, highlight=False)
+    # an error is one line however long: a log or a pipe must not get it wrapped at 80 columns
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         if args.command == "run":
             return _run(args, console)
@@ -260,7 +261,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         try:
             station = open_station(setup, sim.site_resources if sim else None)
         except InstrumentSetupError as err:
-            Console(stderr=True).print(f"error: station cannot test: {err}", markup=False)
+            Console(stderr=True, soft_wrap=True).print(
+                f"error: station cannot test: {err}", markup=False
+            )
             return EXIT_CANNOT_TEST
         with station:
             store = ResultsStore(args.db)
