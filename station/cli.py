@@ -21,6 +21,7 @@ from rich.console import Console
 from station import __version__
 from station.admission import admit_measurement_system
 from station.bench import InstrumentSetupError
+from station.calibration.jumpers import replace_jumper
 from station.calibration.offsets import GoldenOffsetsWriter
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.calibration.resolve import jumper_table, load_matings
@@ -166,11 +167,30 @@ def _parser() -> argparse.ArgumentParser:
     add_security_commands(sub)
     _add_ui_command(sub)
     add_shift_command(sub)
-    jumpers = sub.add_parser("jumpers", help="mating counts and limits of the station's jumpers")
-    jumpers.add_argument("--station", metavar="CONFIG", help="station config TOML")
+    _add_jumpers_command(sub)
+    return parser
+
+
+def _add_jumpers_command(sub: Any) -> None:
+    jumpers = sub.add_parser(
+        "jumpers", help="the station's DUT-side jumpers: matings and limits; `swap` fits a new one"
+    )
+    where = {"metavar": "CONFIG", "help": "station config TOML"}
+    jumpers.add_argument("--station", **where)
     jumpers.add_argument("--db", default=DEFAULT_DB, help=f"results database ({DEFAULT_DB})")
     jumpers.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    return parser
+    actions = jumpers.add_subparsers(dest="jumpers_command")
+    swap = actions.add_parser(
+        "swap", help="a technician fits a new jumper: the config names it, the audit log records it"
+    )
+    swap.add_argument("name", help="the jumper's name in the station config, e.g. tx_breakout")
+    swap.add_argument("--serial", help="serial number of the jumper fitted")
+    swap.add_argument("--matings", type=int, default=0, help="matings already on it (0: new)")
+    swap.add_argument("--site", type=int, help="the site, where the site has jumpers of its own")
+    swap.add_argument("--reason", help="why it is replaced (worn out, golden-unit drift, ...)")
+    swap.add_argument("--user", metavar="LOGIN", help="the technician (secret: $STATION_SECRET)")
+    swap.add_argument("--station", default=argparse.SUPPRESS, **where)
+    swap.add_argument("--db", default=argparse.SUPPRESS, help="results database")
 
 
 def _add_ui_command(sub: Any) -> None:
@@ -483,12 +503,36 @@ def _golden_outcome(golden: GoldenOffsetsWriter, console: Console) -> None:
 
 def _jumpers(args: argparse.Namespace, console: Console) -> int:
     """`station jumpers`: every DUT-side jumper's matings (as the store counts them) and limit."""
+    if args.jumpers_command == "swap":
+        return _swap_jumper(args, console)
     config = load_station_config(args.station)
     rows = pd.DataFrame(jumper_table(config, load_matings(args.db, config.station_id)))
     if rows.empty:
         console.print(f"{config.path.name}: station {config.station_id} names no jumpers")
         return 0
     print_frame(console, rows, f"Jumpers of station {config.station_id}", csv=args.csv)
+    return 0
+
+
+def _swap_jumper(args: argparse.Namespace, console: Console) -> int:
+    """`station jumpers swap NAME --serial S --reason R --user TECHNICIAN`."""
+    for name in ("serial", "reason", "user"):
+        if getattr(args, name) is None:
+            raise InputError(f"--{name}", name, None, "a jumper swap needs it")
+    config = load_station_config(args.station)
+    files = security_files(config, args.db)
+    done = replace_jumper(
+        config, args.name, args.serial, user=login(files.users, args.user), log=files.log,
+        db=args.db, reason=args.reason, site=args.site, matings=args.matings,
+    )  # fmt: skip
+    site = f" (site {done.site})" if done.site is not None else ""
+    console.print(
+        f"{config.station_id}: jumper {args.name}{site} {done.old.serial} "
+        f"({done.old.mating_count} matings) replaced by {done.new.serial} "
+        f"({done.new.mating_count} matings), audit entry {done.audit_seq}; production refuses "
+        f"paths {', '.join(done.new.paths)} until path-cal has measured them",
+        markup=False,
+    )
     return 0
 
 

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from rich.console import Console
 
 from station.admission import admit_measurement_system
 from station.analysis.spc import D2, D4, ImrLimits, imr_limits
+from station.calibration.jumpers import replace_jumper
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.calibration.writer import PathCalWriter
 from station.config import load_station_config
@@ -498,11 +498,9 @@ class StationWorker(threading.Thread):
         serial = f"MPO8-TX-{self.index}{self.jumpers:03d}"
         for site in self._sites():
             self.bench.control(f"jumper {TX_JUMPER} {serial} @{site}")
-        self._config_jumper(TX_JUMPER, serial)
-        self.line.audit.append(
-            actor=self.technician.login, role=self.technician.role, action="jumper_swap",
-            subject=f"station:{self.station_id}",
-            details={"jumper": TX_JUMPER, "new_serial": serial, "reason": "golden TX power low"},
+        replace_jumper(
+            load_station_config(self.config_path), TX_JUMPER, serial, user=self.technician,
+            log=self.line.audit, db=self.store.url, reason="golden TX power low on every lane",
         )  # fmt: skip
         before = self.spc_limits.center if self.spc_limits else float("nan")
         self._path_cal()
@@ -518,18 +516,6 @@ class StationWorker(threading.Thread):
         self.events.append({"event": "unlock", "seq": entry["seq"], "lock_seq": state.seq})
         self._up("locked")
         self.line.note(f"{self.station_id}: unlocked by {self.engineer.login} after remedy")
-
-    def _config_jumper(self, name: str, serial: str) -> None:
-        """The technician enters the new jumper in the station config: its serial, and no
-        matings yet. Until path-cal runs through it, production refuses the paths it carries."""
-        text = self.config_path.read_text(encoding="utf-8")
-        table = re.compile(
-            rf'(\[jumpers\.{name}\]\nserial = )"[^"\n]*"(\nmating_count = )\d+', re.MULTILINE
-        )
-        new, found = table.subn(rf'\g<1>"{serial}"\g<2>0', text)
-        if found != 1:
-            raise StationError(f"{self.config_path}: no [jumpers.{name}] serial to replace")
-        self.config_path.write_text(new, encoding="utf-8")
 
     def _path_cal(self) -> None:
         fixtures = {site: FIXTURE.format(site=site) for site in self._sites()}

@@ -192,7 +192,8 @@ def check_jumpers(config: StationConfig) -> None:
     more = f" (and {len(worn) - 1} more)" if len(worn) > 1 else ""
     raise JumperWorn(
         f"{config.station_id}: jumper {jumper.name}{where} serial {jumper.serial} has "
-        f"{jumper.mating_count} matings, limit {jumper.mating_limit}: replace it{more}"
+        f"{jumper.mating_count} matings, limit {jumper.mating_limit}: replace it "
+        f"(`station jumpers swap {jumper.name}`){more}"
     )
 
 

@@ -24,7 +24,9 @@ SECRET_ENV = "STATION_SECRET"  # the secret of the user a command authenticates,
 ROLES = ("operator", "technician", "engineer")
 SYSTEM_ROLE = "system"  # audit entries the station makes by itself (a lock, a calibration run)
 _OPERATOR = frozenset({"run"})
-_TECHNICIAN = _OPERATOR | {"clean", "reseat", "recalibrate", "zero_power_meters", "lock"}
+_TECHNICIAN = _OPERATOR | {
+    "clean", "reseat", "recalibrate", "zero_power_meters", "lock", "replace_jumper",
+}  # fmt: skip
 _ENGINEER = _TECHNICIAN | {
     "change_limits",
     "approve_limits",

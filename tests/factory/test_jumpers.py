@@ -5,6 +5,7 @@ configured count, a swapped jumper counted on its own, admission refused at the 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -18,6 +19,8 @@ from station.config import Jumper, StationConfig, load_station_config
 from station.engine import RunEngine
 from station.events import EventBus, JumperRecord, RunStarted
 from station.results.store import ResultsStore
+from station.security.audit import DEFAULT_AUDIT, AuditLog
+from station.security.users import DEFAULT_USERS, add_user
 from station.sequence import Sequence
 from tests.station.helpers import FakeSource, limits_file, measure_power
 
@@ -81,7 +84,8 @@ def test_every_run_mates_the_jumper_once_from_its_configured_count(
         _admit(db, config)
     message = str(refused.value)
     assert message == (
-        "ST1: jumper tx_breakout serial MPO-A has 1000 matings, limit 1000: replace it"
+        "ST1: jumper tx_breakout serial MPO-A has 1000 matings, limit 1000: replace it "
+        "(`station jumpers swap tx_breakout`)"
     )
     # the config still says 997: the store's count is the one that holds
     assert config.jumpers["tx_breakout"].mating_count == 997
@@ -178,6 +182,70 @@ def test_station_run_refuses_a_worn_jumper_before_opening_anything(
     err = capsys.readouterr().err.strip()
     assert err == (
         f"error: {station_id}: jumper tx_breakout serial MPO8-TX-0417 has 1000 matings, "
-        "limit 1000: replace it"
+        "limit 1000: replace it (`station jumpers swap tx_breakout`)"
     )
     assert load_matings(db, station_id) == {"MPO8-TX-0417": 1000}  # nothing ran, nothing counted
+
+
+def test_a_technician_swaps_a_jumper_and_production_waits_for_path_cal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = load_station_config(bench="module").path.read_text(encoding="utf-8")
+    config = tmp_path / "station.toml"
+    config.write_text(shipped, encoding="utf-8")
+    for login, role in (("tom", "technician"), ("olga", "operator"), ("eve", "engineer")):
+        add_user(tmp_path / DEFAULT_USERS, login, role, f"{login}-secret")
+    db = tmp_path / "results.sqlite"
+    on = ["--station", str(config), "--db", str(db)]
+    path_cal = ["run", "path-cal", "--product", "PATH-CAL-DR8", "--serial", "REF-LB8-0001"]
+    assert main([*path_cal, "--sim", "--time-factor", "0.01", *on]) == 0
+    capsys.readouterr()
+
+    def swap(user: str, *more: str) -> int:
+        monkeypatch.setenv("STATION_SECRET", f"{user}-secret")
+        reason = ["--reason", "golden TX power low on every lane"]
+        return main(["jumpers", "swap", *more, *reason, "--user", user, *on])
+
+    def refused(code: int, pattern: str) -> None:
+        assert code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+        assert config.read_text(encoding="utf-8") == shipped  # nothing half-written
+
+    refused(swap("olga", "tx_breakout", "--serial", "MPO8-TX-9001"), r"olga \(operator\) may not")
+    refused(swap("tom", "tx_patch", "--serial", "MPO8-TX-9001"), r"jumper.*'tx_patch'.*no such")
+    refused(swap("tom", "tx_breakout", "--serial", "MPO8-TX-0417"), "is the tx_breakout jumper")
+    refused(swap("tom", "tx_breakout", "--serial", "bad serial"), "serial = 'bad serial': letters")
+    assert not (tmp_path / "audit.jsonl").exists()
+
+    assert swap("tom", "tx_breakout", "--serial", "MPO8-TX-9001") == 0
+    out = capsys.readouterr().out
+    assert "MPO8-TX-0417 (213 matings) replaced by MPO8-TX-9001 (0 matings)" in out
+    # the config changed in the jumper's two lines only: comments and layout are the engineer's
+    changed = [
+        (old, new)
+        for old, new in zip(shipped.splitlines(), config.read_text().splitlines(), strict=True)
+        if old != new
+    ]
+    assert changed == [
+        ('serial = "MPO8-TX-0417"', 'serial = "MPO8-TX-9001"'),
+        ("mating_count = 212", "mating_count = 0"),
+    ]
+    (entry,) = AuditLog(tmp_path / DEFAULT_AUDIT).entries()[-1:]
+    assert (entry["actor"], entry["action"]) == ("tom", "jumper_swap")
+    assert entry["details"] | {"config": None} == {
+        "jumper": "tx_breakout", "site": None, "old_serial": "MPO8-TX-0417", "old_matings": 213,
+        "new_serial": "MPO8-TX-9001", "new_matings": 0,
+        "reason": "golden TX power low on every lane", "config": None,
+    }  # fmt: skip
+
+    pluggable = ["run", "pluggable", "--product", "800G-DR8", "--serial", "SIM0001", "--sim"]
+    assert main([*pluggable, *on]) == 2
+    err = capsys.readouterr().err
+    assert "jumper tx_breakout is MPO8-TX-9001, calibrated with MPO8-TX-0417" in err
+    assert main([*path_cal, "--sim", "--time-factor", "0.01", *on]) == 0
+    capsys.readouterr()
+    assert main(["jumpers", "--csv", *on]) == 0
+    table = pd.read_csv(StringIO(capsys.readouterr().out))
+    tx = table[table["jumper"] == "tx_breakout"].iloc[0]
+    assert (tx["serial"], tx["matings"]) == ("MPO8-TX-9001", 1)  # path-cal mated it once
