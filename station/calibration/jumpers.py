@@ -3,9 +3,10 @@ golden-unit drift): the station config names the new jumper, counted from its ow
 the audit log records who fitted which serial in place of which, and why.
 
 The config is edited in place, line by line inside the jumper's table, so that its comments and
-layout stay as the engineer wrote them; the edited text must load as a station config before it
-replaces the file (written whole, then renamed). Until `path-cal` has measured the paths through
-the new jumper, production refuses them (station.calibration.resolve).
+layout stay as the engineer wrote them; the edited text must load as a station config, and the
+swap be in the audit log, before it replaces the file (written whole, then renamed). Until
+`path-cal` has measured the paths through the new jumper, production refuses them
+(station.calibration.resolve).
 """
 
 from __future__ import annotations
@@ -65,26 +66,34 @@ def replace_jumper(
     counted = load_matings(db, config.station_id).get(old.serial, old.mating_count)
     text = config.path.read_text(encoding="utf-8")
     edited = _edit_table(text, table, {"serial": f'"{serial}"', "mating_count": str(matings)})
-    _write_checked(config.path, edited)
-    entry = log.append(
-        actor=user.login,
-        role=user.role,
-        action=JUMPER_SWAP,
-        subject=f"station:{config.station_id}",
-        details={
-            "jumper": name,
-            "site": site,
-            "old_serial": old.serial,
-            "old_matings": counted,
-            "new_serial": serial,
-            "new_matings": matings,
-            "reason": reason,
-            "config": str(config.path),
-        },
+    draft = _checked_draft(config.path, edited)
+    try:
+        entry = log.append(
+            actor=user.login,
+            role=user.role,
+            action=JUMPER_SWAP,
+            subject=f"station:{config.station_id}",
+            details={
+                "jumper": name,
+                "site": site,
+                "old_serial": old.serial,
+                "old_matings": counted,
+                "new_serial": serial,
+                "new_matings": matings,
+                "reason": reason,
+                "config": str(config.path),
+            },
+        )
+    except BaseException:
+        draft.unlink()
+        raise
+    os.replace(draft, config.path)  # recorded first: the config never names an unrecorded swap
+    return Replaced(
+        old=Jumper(name, old.serial, counted, old.mating_limit, old.paths),
+        new=Jumper(name, serial, matings, old.mating_limit, old.paths),
+        site=site,
+        audit_seq=int(entry["seq"]),
     )
-    new = Jumper(name, serial, matings, old.mating_limit, old.paths)
-    return Replaced(Jumper(name, old.serial, counted, old.mating_limit, old.paths), new, site,
-                    int(entry["seq"]))  # fmt: skip
 
 
 def _table_name(config: StationConfig, name: str, site: int | None) -> str:
@@ -116,8 +125,8 @@ def _edit_table(text: str, table: str, values: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def _write_checked(path: Path, text: str) -> None:
-    """Replace `path` with `text` once `text` loads as a station config."""
+def _checked_draft(path: Path, text: str) -> Path:
+    """`text` written beside `path` once it loads as a station config; the caller renames it."""
     draft = path.with_name(f".{path.name}.new")
     draft.write_text(text, encoding="utf-8")
     try:
@@ -127,4 +136,4 @@ def _write_checked(path: Path, text: str) -> None:
         if isinstance(err, InputError):
             raise StationError(f"{path}: the edited config would not load ({err})") from err
         raise
-    os.replace(draft, path)
+    return draft

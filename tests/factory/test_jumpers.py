@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from station.calibration.jumpers import replace_jumper
 from station.calibration.resolve import JumperWorn, check_jumpers, load_matings
 from station.cli import main
 from station.config import Jumper, StationConfig, load_station_config
@@ -249,3 +250,18 @@ def test_a_technician_swaps_a_jumper_and_production_waits_for_path_cal(
     table = pd.read_csv(StringIO(capsys.readouterr().out))
     tx = table[table["jumper"] == "tx_breakout"].iloc[0]
     assert (tx["serial"], tx["matings"]) == ("MPO8-TX-9001", 1)  # path-cal mated it once
+
+
+def test_a_swap_the_audit_log_cannot_record_leaves_the_config_as_it_was(tmp_path: Path) -> None:
+    shipped = load_station_config(bench="module").path.read_text(encoding="utf-8")
+    path = tmp_path / "station.toml"
+    path.write_text(shipped, encoding="utf-8")
+    (tmp_path / "audit").mkdir()  # a log that cannot be written: a folder in its place
+    tom = add_user(tmp_path / DEFAULT_USERS, "tom", "technician", "tom-secret")
+    with pytest.raises(OSError):
+        replace_jumper(
+            load_station_config(path), "tx_breakout", "MPO8-TX-9001", user=tom,
+            log=AuditLog(tmp_path / "audit"), db=str(tmp_path / "r.sqlite"), reason="worn out",
+        )  # fmt: skip
+    assert path.read_text(encoding="utf-8") == shipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit", DEFAULT_USERS, "station.toml"]
