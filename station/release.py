@@ -20,12 +20,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from station.analysis.grr import STUDY_SIGMAS
-from station.calibration.offsets import read_only
 from station.calibration.paths import PATH_CAL_SEQUENCE
 from station.errors import InputError, StationError
 from station.limits import LimitsFile
 from station.results.schema import grr_results, grr_studies, limits_releases
-from station.results.store import database_url
+from station.results.store import database_url, read_only
 from station.security.approvals import approval_problem
 from station.security.audit import AuditLog
 from station.security.users import User, require

@@ -25,7 +25,7 @@ from station.events import MeasurementRecorded, RunEnded, RunStarted
 from station.limits import LimitsFile
 from station.outcome import Outcome
 from station.results.schema import station_offsets
-from station.results.store import database_url
+from station.results.store import read_only
 from station.security.audit import DEFAULT_AUDIT, AuditLog
 from station.security.files import beside_database
 from station.security.lock import lock
@@ -35,18 +35,6 @@ from station.security.users import SYSTEM_ROLE
 SiteOffsets = dict[int, dict[tuple[str, int | None], float]]
 GOLDEN_ACTOR = "golden"  # the audit actor of a lock a golden-unit check sets
 GOLDEN_SEQUENCE = "golden"  # sequences/golden.py: the golden-unit check
-
-
-def read_only(target: str | Path) -> sa.Engine | None:
-    """An engine on the results database at `target` for reading station records, or None when
-    it cannot hold any: a SQLite file that is not there (and looking must not create it)."""
-    url = database_url(target)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None
-    try:
-        return sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError) as err:
-        raise StationError(f"{url}: cannot open the results database: {err}") from err
 
 
 def load_offsets(target: str | Path, station_id: str) -> SiteOffsets:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from station.config import PathLossDb, StationConfig
 from station.errors import StationError
 from station.results.schema import path_calibrations
+from station.results.store import read_only
 
 #: the sequence that measures a station's paths (it uses none of them)
 PATH_CAL_SEQUENCE = "path-cal"
@@ -66,12 +66,9 @@ def _utc(when: dt.datetime) -> dt.datetime:
 def load_path_calibrations(db_url: str, station_id: str) -> list[PathCalibration]:
     """Every calibration record of `station_id` in the results database, oldest first. A
     database file that does not exist, or predates the table, holds none."""
-    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+    engine = read_only(db_url)
+    if engine is None:
         return []
-    try:
-        engine = sa.create_engine(db_url)
-    except (sa.exc.ArgumentError, ImportError) as err:
-        raise StationError(f"{db_url}: cannot open the results database: {err}") from err
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(path_calibrations.name):

@@ -23,7 +23,7 @@ from station.calibration.paths import (
 from station.config import Jumper, PathLossDb, StationConfig
 from station.errors import StationError
 from station.results.schema import jumper_matings
-from station.results.store import database_url
+from station.results.store import read_only
 
 #: a record measured this far from the product's wavelength does not describe its paths
 WAVELENGTH_WINDOW_NM = 10.0
@@ -200,13 +200,9 @@ def check_jumpers(config: StationConfig) -> None:
 def load_matings(target: str | Path, station_id: str) -> dict[str, int]:
     """The results store's mating count of every jumper serial the station has used (none when
     the database does not exist yet: looking must not create it)."""
-    url = database_url(target)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    engine = read_only(target)
+    if engine is None:
         return {}
-    try:
-        engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError) as err:
-        raise StationError(f"{url}: cannot open the results database: {err}") from err
     j = jumper_matings
     try:
         with engine.connect() as conn:
@@ -217,7 +213,7 @@ def load_matings(target: str | Path, station_id: str) -> dict[str, int]:
             ).all()
     except sa.exc.SQLAlchemyError as err:
         reason = str(err).splitlines()[0]
-        raise StationError(f"{url}: cannot read jumper matings: {reason}") from err
+        raise StationError(f"{engine.url}: cannot read jumper matings: {reason}") from err
     finally:
         engine.dispose()
     return {serial: int(count) for serial, count in rows}

@@ -79,6 +79,18 @@ def database_url(target: str | Path | None) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
+def read_only(target: str | Path) -> sa.Engine | None:
+    """An engine on the results database at `target` for reading station records, or None when
+    it cannot hold any: a SQLite file that is not there (and looking must not create it)."""
+    url = database_url(target)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        return sa.create_engine(url)
+    except (sa.exc.ArgumentError, ImportError) as err:
+        raise StationError(f"{url}: cannot open the results database: {err}") from err
+
+
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Every SQLite connection of a results database, the store's and the line database's:
     write-ahead log, foreign keys enforced."""
