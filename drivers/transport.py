@@ -17,7 +17,7 @@ import pyvisa
 import pyvisa.constants
 import serial
 
-from drivers.errors import InstrumentConnectionError, InstrumentTimeout
+from drivers.errors import InstrumentConnectionError
 
 _SERIAL_RESOURCE = re.compile(r"^ASRL(?P<device>.+?)(::INSTR)?$", re.IGNORECASE)
 
@@ -234,7 +234,3 @@ class SerialTransport:
         with contextlib.suppress(serial.SerialException, OSError):  # a vanished port
             self._port.close()
 
-
-def raise_timeout(transport: Transport, command: str) -> InstrumentTimeout:
-    """The typed error for a read that timed out after `command`."""
-    return InstrumentTimeout(command, transport.timeout_s, resource=transport.resource)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,15 +216,3 @@ def _log_beside(engine: sa.Engine) -> AuditLog:
         beside_database(engine.url.render_as_string(hide_password=False)) / DEFAULT_AUDIT
     )
 
-
-def offsets_table(offsets: Mapping[tuple[str, int | None], float]) -> str:
-    """The offsets of one site as one short line per measurement, for the console."""
-    by_name: dict[str, list[tuple[int | None, float]]] = {}
-    for (name, lane), value in sorted(
-        offsets.items(), key=lambda item: (item[0][0], item[0][1] or 0)
-    ):
-        by_name.setdefault(name, []).append((lane, value))
-    return "\n".join(
-        f"  {name}: " + " ".join(f"{v:+.3f}" for _, v in values) + " dB"
-        for name, values in by_name.items()
-    )
