@@ -7,6 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 _CENTRE_UM, _CENTRE_FIT_UM = 15.0, 25.0  # profile extrapolated inside, fitted between
+# The illumination surface needs this many good samples (6 coefficients, well over-determined);
+# with fewer (an empty field, a black frame) the light is taken as flat.
+_MIN_LIGHT_SAMPLES = 60
+# Relative illumination never falls below this: real vignetting costs tens of percent, and a fit
+# through noise must not reach zero, where dividing by it would blow up.
+_MIN_LIGHT = 0.05
 
 
 def ring_profile(
@@ -152,4 +158,7 @@ def illumination(ratio: np.ndarray, good: np.ndarray, centre: np.ndarray) -> np.
     normal = np.einsum("nip,njp->nij", basis * w, basis) + np.eye(6) * 1e-9
     rhs = np.einsum("nip,np->ni", basis * w, v)
     c = np.linalg.solve(normal, rhs[..., None])[..., 0].astype(np.float32)[:, :, None, None]
-    return c[:, 0] + c[:, 1] * x + c[:, 2] * y + c[:, 3] * x * x + c[:, 4] * x * y + c[:, 5] * y * y
+    surface = c[:, 0] + c[:, 1] * x + c[:, 2] * y
+    surface = surface + c[:, 3] * x * x + c[:, 4] * x * y + c[:, 5] * y * y
+    fitted = (w.sum(axis=(1, 2)) >= _MIN_LIGHT_SAMPLES)[:, None, None]
+    return np.where(fitted, np.maximum(surface, np.float32(_MIN_LIGHT)), np.float32(1.0))

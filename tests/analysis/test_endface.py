@@ -101,6 +101,17 @@ def test_an_image_without_a_fibre_is_not_located_and_does_not_pass() -> None:
     assert "not found" in grades.failures(0)[0]
 
 
+
+@pytest.mark.parametrize("mean_counts", [0.0, 0.3, 1.0, 3.0])
+def test_a_black_or_nearly_black_field_grades_without_numerical_trouble(mean_counts: float) -> None:
+    # An empty cage shows only stray light: a frame of zeros and ones, where a fitted illumination
+    # surface once crossed zero and the grading divided by it (warnings are errors here).
+    rng = np.random.default_rng(7)
+    frames = rng.poisson(mean_counts, size=(12, SIZE, SIZE)).astype(np.uint8)
+    grades = grade_endfaces(frames, SCALE_UM)
+    assert not grades.location.located.any() and not grades.passed.any()
+    assert all("not found" in grades.failures(i)[0] for i in range(len(frames)))
+
 # --- clean faces --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 def test_clean_faces_pass_with_no_feature(name: str) -> None:
