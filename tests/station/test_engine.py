@@ -72,7 +72,7 @@ def test_step_timeout_is_error_and_does_not_hang(limits: LimitsFile) -> None:
     source = FakeSource()
     started = time.monotonic()
     result = make_engine(limits, (hangs, measure_later), source).run("T1")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # the 0.2 s timeout, not the step's 30 s
     assert result.outcome == Outcome.ERROR and "timeout" in (result.error or "")
     assert not source.output_on
 
