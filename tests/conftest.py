@@ -9,10 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from sim_instruments.bench import SimBench
 
 FAST = 0.02  # wall seconds per simulated second
+
+# Property tests draw the same examples on every run, so that a run is repeatable and judges the
+# change rather than the draw; `pytest --hypothesis-profile explore` draws afresh on each run.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 
 @pytest.fixture
